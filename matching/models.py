@@ -1,0 +1,92 @@
+"""What people did: the event log the matcher learns from and A/B tests are measured on.
+
+It lives in ``matching`` rather than ``users`` because it points at activities and venues, which
+sit above ``users`` in the app layering; lower apps record events through signals.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Interaction(models.Model):
+    class Kind(models.TextChoices):
+        IMPRESSION = "impression", "Impression"
+        VIEW = "view", "Profile view"
+        LIKE = "like", "Like"
+        PASS = "pass", "Pass"
+        CONNECT_REQUEST = "connect_request", "Connect request"
+        ACCEPT = "accept", "Connection accepted"
+        MESSAGE = "message", "Message"
+        INVITE_SENT = "invite_sent", "Invitation sent"
+        INVITE_ACCEPTED = "invite_accepted", "Invitation accepted"
+        INVITE_DECLINED = "invite_declined", "Invitation declined"
+        JOIN = "join", "Joined an activity"
+        VISIT = "visit", "Visited a venue"
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="interactions"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    target_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="interactions_received",
+    )
+    target_activity = models.ForeignKey(
+        "activities.Activity", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    target_venue = models.ForeignKey(
+        "activities.Venue", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    # Strength of the event: a visit count, a rating; 1 for a plain event.
+    weight = models.FloatField(default=1.0)
+    # Where it was shown: rank in the list (0-based) and which surface ("nearby", "invite" ...).
+    position = models.PositiveIntegerField(null=True, blank=True)
+    surface = models.CharField(max_length=24, blank=True)
+    model_version = models.CharField(max_length=40, blank=True)
+    variant = models.CharField(max_length=40, blank=True, help_text="A/B experiment arm.")
+    occurred_at = models.DateTimeField(db_index=False)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=[
+                    "impression", "view", "like", "pass", "connect_request", "accept", "message",
+                    "invite_sent", "invite_accepted", "invite_declined", "join", "visit",
+                ]),
+                name="interaction_kind_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(target_user__isnull=False)
+                | Q(target_activity__isnull=False)
+                | Q(target_venue__isnull=False),
+                name="interaction_has_target",
+            ),
+            models.CheckConstraint(condition=Q(weight__gte=0), name="interaction_weight_nonneg"),
+            # Imported visits are keyed by person, venue and day: re-imports add nothing.
+            models.UniqueConstraint(
+                fields=["actor", "target_venue", "occurred_at"],
+                condition=Q(kind="visit"),
+                name="interaction_unique_visit",
+            ),
+        ]
+        indexes = [
+            # "Recent events of a user": behaviour features and the activity feed.
+            models.Index(fields=["actor", "-occurred_at"], name="interaction_actor_recent"),
+            # Training extracts scan one kind over a time window.
+            models.Index(fields=["kind", "occurred_at"], name="interaction_kind_time"),
+            # Reciprocity and "who viewed me" read by target.
+            models.Index(
+                fields=["target_user", "kind"],
+                condition=Q(target_user__isnull=False),
+                name="interaction_target_user",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.actor_id} {self.kind} @ {self.occurred_at:%Y-%m-%d}"

@@ -1,0 +1,98 @@
+"""Shared fixtures: named people, and a real Celery worker process for the tests that need one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.gis.geos import Point
+
+from users.factories import ProfileFactory, UserFactory
+from users.models import User
+
+REPO = Path(__file__).resolve().parent.parent
+LBSN_DIR = REPO.parent / "shared" / "data" / "lbsn"
+
+
+def make_person(username: str, lon: float, lat: float, **profile: object) -> User:
+    user = UserFactory(username=username)
+    ProfileFactory(user=user, location=Point(lon, lat, srid=4326), **profile)
+    return user
+
+
+@pytest.fixture
+def alice(db: None) -> User:
+    return make_person("alice", -79.9959, 40.4406, interests=["sports", "music", "reading"])
+
+
+@pytest.fixture
+def bob(db: None) -> User:
+    return make_person("bob", -79.9900, 40.4420, interests=["sports", "gaming"])
+
+
+@pytest.fixture
+def carol(db: None) -> User:
+    return make_person("carol", -80.0100, 40.4500, interests=["art", "reading"])
+
+
+@pytest.fixture
+def staff(db: None) -> User:
+    return UserFactory(username="staff", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def lbsn_dir() -> Path:
+    path = LBSN_DIR / "yelp-small"
+    if not path.is_dir():
+        pytest.fail(f"the shared LBSN sample is missing at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(
+    django_db_setup: None, django_db_blocker: object
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``celery worker`` process against the test database and the test broker.
+
+    Tests that use it must be ``transaction=True`` so that the worker sees their rows.
+    """
+    db = settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "socialmatch.settings.test",
+        "DATABASE_URL": (
+            f"postgis://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        ),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "REDIS_URL": settings.REDIS_URL,
+    }
+    from socialmatch.celery import app
+
+    app.control.purge()
+    log = open(REPO / "var" / "test-worker.log", "wb") if (REPO / "var").is_dir() else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "socialmatch", "worker", "--pool=solo",
+         "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the Celery worker exited with {proc.returncode} at start")
+        if app.control.ping(timeout=0.5):
+            break
+    else:
+        proc.terminate()
+        pytest.fail("the Celery worker did not answer a ping within 60 s")
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()

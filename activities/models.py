@@ -7,6 +7,7 @@ from django.contrib.gis.db import models
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import F, Q
 
+from users.fields import LonLatPointField
 from users.taxonomy import (
     ACTIVITY_TYPE_CHOICES,
     ACTIVITY_TYPES,
@@ -46,7 +47,7 @@ class Category(models.Model):
 class Venue(models.Model):
     name = models.CharField(max_length=200)
     # Geography for metre distances; the GiST index comes with the spatial field.
-    location = models.PointField(geography=True, srid=4326)
+    location = LonLatPointField()
     categories = models.ManyToManyField(Category, blank=True, related_name="venues")
     place_type = models.CharField(max_length=24, choices=PLACE_TYPE_CHOICES, blank=True)
     # Id of this place in an imported dataset ("yelp-small:17"); re-imports match on it.
@@ -83,7 +84,7 @@ class Activity(models.Model):
         default=3, validators=[MinValueValidator(1), MaxValueValidator(5)]
     )
     # Where it happens: a public place, unlike the organiser's own location.
-    location = models.PointField(geography=True, srid=4326)
+    location = LonLatPointField()
     venue = models.ForeignKey(
         Venue, null=True, blank=True, on_delete=models.SET_NULL, related_name="activities"
     )

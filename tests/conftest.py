@@ -67,7 +67,7 @@ def celery_worker_process(
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "socialmatch.settings.test",
         "DATABASE_URL": (
-            f"postgis://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+            f"postgis://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
         ),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "REDIS_URL": settings.REDIS_URL,

@@ -9,6 +9,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import Q
 from django.db.models.functions import Greatest, Least
 
+from users.fields import LonLatPointField
 from users.taxonomy import (
     ACTIVITY_TYPE_CHOICES,
     ACTIVITY_TYPES,
@@ -108,7 +109,7 @@ class Profile(models.Model):
     discoverable = models.BooleanField(default=True, help_text="Shown to people nearby.")
     # Geography: distances in metres and ST_DWithin in metres. Django gives every spatial field a
     # GiST index (spatial_index=True), which nearest-first candidate queries use.
-    location = models.PointField(geography=True, srid=4326, null=True, blank=True)
+    location = LonLatPointField(null=True, blank=True)
     location_updated_at = models.DateTimeField(null=True, blank=True)
     last_active_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -169,7 +170,7 @@ class LocationPing(models.Model):
         VISIT = "visit", "Venue visit"
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="location_pings")
-    point = models.PointField(geography=True, srid=4326)
+    point = LonLatPointField()
     recorded_at = models.DateTimeField()
     source = models.CharField(max_length=8, choices=Source.choices, default=Source.DEVICE)
     # What produced the ping ("yelp-small:venue:17"): makes re-imports idempotent.

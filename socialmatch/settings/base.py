@@ -66,7 +66,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env_str("DATABASE_URL", "postgis://postgres@127.0.0.1:5432/socialmatch")
+DATABASE_URL = env_str("DATABASE_URL", "postgis://postgres:postgres@127.0.0.1:5432/socialmatch")
 DATABASES = {"default": database_from_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -151,3 +151,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# Vendored front-end libraries (OpenLayers for the admin map); no CDN at run time.
+STATICFILES_DIRS = [BASE_DIR / "static"]

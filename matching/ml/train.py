@@ -1,0 +1,584 @@
+"""Training: ``train(config, data) -> TrainResult``.
+
+Two stages, each with early stopping on a validation split:
+
+1. **Towers** learn who matches whom from positive pairs (friendships, co-participation, mutual
+   likes), in one of seed 001's three modes:
+   - ``pointwise``: binary cross-entropy on cosine logits, ``negatives_per_positive`` sampled
+     negatives per positive (1:2 to 1:3);
+   - ``pairwise``: triplets (user, positive, negative) with a hinge on the cosine margin
+     (``pairwise_loss="hinge"``) or the logistic loss (``"logistic"``);
+   - ``listwise``: softmax over the batch's other positives as negatives, with the log-Q
+     correction (subtract log of each target's sampling probability from its logit), which
+     stops popular people from being pushed away just for being sampled often.
+   Negatives for the first two modes: ``uniform``, ``popularity`` (degree ** 0.75), or ``hard``
+   (the current model's top retrievals that are not friends, refreshed every epoch, mixed half and
+   half with popularity negatives). Positives of very popular people are down-sampled. An
+   impression without a click is never a negative here: not being clicked is not "unlike".
+2. **Ranking head**: the training friendships are split again into a "known" graph (80%) and
+   "to find" edges (20%). Candidates are retrieved on the known graph exactly as at serving time,
+   pair features are computed on it, and the head learns P(connect) of a candidate from both tower
+   embeddings and the pair features, with the "to find" edges as positives. So the head is trained
+   on the same kind of question it answers later, with no answer leaking into its inputs.
+
+Adam with weight decay, gradient clipping, a cosine learning-rate schedule (a pure function),
+fixed seeds, optional progress bar, gradient accumulation, and bf16 autocast (``amp=True``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from matching.ml.inputs import UserInputs
+from matching.ml.model import RALM, ModelConfig
+from matching.ml.pairs import PairFeaturizer
+from matching.ml.retrieval import Retriever
+
+MODES = ("pointwise", "pairwise", "listwise")
+NEGATIVE_SAMPLERS = ("uniform", "popularity", "hard")
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "listwise"
+    pairwise_loss: str = "logistic"  # or "hinge"
+    margin: float = 0.2  # hinge margin on cosine
+    negatives: str = "popularity"  # for pointwise / pairwise
+    negatives_per_positive: int = 3
+    logq_correction: bool = True
+    popular_positive_threshold: float = 1e-3  # down-sample positives of targets above this share
+    epochs: int = 40
+    batch_size: int = 1024
+    lr: float = 3e-3
+    weight_decay: float = 1e-5
+    grad_clip: float = 5.0
+    accumulate: int = 1
+    patience: int = 5
+    validation_share: float = 0.1
+    seed: int = 0
+    amp: bool = False
+    progress: bool = False
+    rank_epochs: int = 40
+    rank_lr: float = 1e-2
+    rank_folds: int = 3  # cross-fitting folds for the ranking head's examples
+    rank_known_share: float = 0.8  # share of training friendships kept as the known graph
+    retrieve_k: int = 100  # candidates per channel
+    max_rank_queries: int = 20_000  # users whose candidates train the ranking head
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        if self.negatives not in NEGATIVE_SAMPLERS:
+            raise ValueError(f"negatives must be one of {', '.join(NEGATIVE_SAMPLERS)}")
+        if self.pairwise_loss not in ("hinge", "logistic"):
+            raise ValueError("pairwise_loss must be hinge or logistic")
+
+
+@dataclass
+class TrainingData:
+    """What training needs: the tower inputs, the positives, and pair features for ranking."""
+
+    inputs: UserInputs
+    positives: np.ndarray  # (P, 2) user rows; symmetric pairs appear once
+    pairs: PairFeaturizer
+    lon: np.ndarray
+    lat: np.ndarray
+    # Friendship edges among ``positives`` (the graph the friend bags and pair features read).
+    friend_edges: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    model: RALM
+    model_config: ModelConfig
+    train_config: TrainConfig
+    metrics: dict[str, float]
+    curves: dict[str, list[float]] = field(default_factory=dict)
+
+    def checkpoint(self) -> dict[str, object]:
+        return {
+            "state_dict": self.model.state_dict(),
+            "model_config": self.model_config.to_dict(),
+            "train_config": asdict(self.train_config),
+            "metrics": self.metrics,
+            "curves": self.curves,
+        }
+
+
+def lr_at(step: int, total: int, base: float, warmup: int = 50) -> float:
+    """Linear warm-up, then cosine decay to 5% of ``base``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# losses (each on a hand-made batch in the tests)
+
+
+def pointwise_loss(seed: torch.Tensor, target: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """BCE on the cosine of each (seed, target) row pair, scaled by 1 / temperature."""
+    logits = (seed * target).sum(-1) / temperature
+    return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+def triplet_loss(seed: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, *, kind: str, margin: float, temperature: float) -> torch.Tensor:
+    s_pos = (seed * pos).sum(-1)
+    s_neg = (seed * neg).sum(-1)
+    if kind == "hinge":
+        return F.relu(margin - s_pos + s_neg).mean()
+    return F.softplus(-(s_pos - s_neg) / temperature).mean()
+
+
+def logq_logits(seed: torch.Tensor, target: torch.Tensor, log_q: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    """In-batch logits ``cos / temperature - log q(target)`` (B, B); row i's positive is column i."""
+    logits = seed @ target.T / temperature
+    if log_q is not None:
+        logits = logits - log_q.unsqueeze(0)
+    return logits
+
+
+def listwise_loss(seed: torch.Tensor, target: torch.Tensor, log_q: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    logits = logq_logits(seed, target, log_q, temperature)
+    return F.cross_entropy(logits, torch.arange(len(seed)))
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling
+
+
+def split_validation(positives: np.ndarray, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    order = rng.permutation(len(positives))
+    n_val = int(round(len(positives) * share)) if len(positives) >= 20 else 0
+    return positives[order[n_val:]], positives[order[:n_val]]
+
+
+def directed(pairs: np.ndarray) -> np.ndarray:
+    """Both directions of each pair: a friendship is a positive for each side."""
+    return np.concatenate([pairs, pairs[:, ::-1]]) if len(pairs) else pairs.reshape(0, 2)
+
+
+def downsample_popular(pairs: np.ndarray, n: int, threshold: float, rng: np.random.Generator) -> np.ndarray:
+    """word2vec-style: keep a positive of target v with probability min(1, sqrt(t / f(v)))."""
+    if not len(pairs):
+        return pairs
+    freq = np.bincount(pairs[:, 1], minlength=n) / len(pairs)
+    keep_p = np.minimum(1.0, np.sqrt(threshold / np.maximum(freq[pairs[:, 1]], 1e-12)))
+    return pairs[rng.random(len(pairs)) < keep_p]
+
+
+def sample_negatives(
+    how: str, users: np.ndarray, count: int, n: int, degree: np.ndarray,
+    rng: np.random.Generator, hard: list[np.ndarray] | None = None,
+) -> np.ndarray:
+    """``count`` negatives per user row: (len(users), count) user rows."""
+    if how == "uniform":
+        return rng.integers(0, n, size=(len(users), count))
+    p = np.power(degree + 1.0, 0.75)
+    p /= p.sum()
+    popular = rng.choice(n, size=(len(users), count), p=p)
+    if how == "popularity" or hard is None:
+        return popular
+    # Hard: half from the model's own non-friend retrievals, the rest by popularity.
+    out = popular.copy()
+    for i, u in enumerate(users):
+        pool = hard[u]
+        if len(pool):
+            take = min(len(pool), (count + 1) // 2)
+            out[i, :take] = rng.choice(pool, size=take, replace=False)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the tower stage
+
+
+def _embed(model: RALM, inputs: UserInputs, config: ModelConfig, which: str, batch: int = 4096) -> np.ndarray:
+    tower = model.seed_tower if which == "seed" else model.target_tower
+    tower.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, inputs.n_users, batch):
+            rows = np.arange(start, min(start + batch, inputs.n_users))
+            out.append(tower(inputs.batch(rows, config)).numpy())
+    return np.concatenate(out) if out else np.zeros((0, config.embedding_dim), dtype=np.float32)
+
+
+def embed_users(model: RALM, inputs: UserInputs, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Seed and target embeddings of every user, (n, E) float32 each."""
+    return (_embed(model, inputs, model.config, "seed", batch), _embed(model, inputs, model.config, "target", batch))
+
+
+def _tower_loss(
+    model: RALM, cfg: ModelConfig, tc: TrainConfig, inputs: UserInputs, pairs: np.ndarray,
+    degree: np.ndarray, log_q_all: np.ndarray, rng: np.random.Generator, training: bool,
+    hard: list[np.ndarray] | None,
+) -> torch.Tensor:
+    u, v = pairs[:, 0], pairs[:, 1]
+    dropout = cfg.bag_dropout if training else 0.0
+    seed = model.seed_embed(inputs.batch(u, cfg, hide=v, bag_dropout=dropout, rng=rng))
+    if tc.mode == "listwise":
+        target = model.target_embed(inputs.batch(v, cfg, hide=u, bag_dropout=dropout, rng=rng))
+        log_q = torch.from_numpy(log_q_all[v]) if tc.logq_correction else None
+        return listwise_loss(seed, target, log_q, cfg.temperature)
+    n = inputs.n_users
+    negs = sample_negatives(tc.negatives, u, tc.negatives_per_positive, n, degree, rng, hard)
+    if tc.mode == "pointwise":
+        k = tc.negatives_per_positive
+        targets = np.concatenate([v, negs.ravel()])
+        hide = np.concatenate([u, np.repeat(u, k)])
+        target = model.target_embed(inputs.batch(targets, cfg, hide=hide, bag_dropout=dropout, rng=rng))
+        seeds = torch.cat([seed, seed.repeat_interleave(k, dim=0)])
+        labels = torch.cat([torch.ones(len(u)), torch.zeros(len(u) * k)])
+        return pointwise_loss(seeds, target, labels, cfg.temperature)
+    pos = model.target_embed(inputs.batch(v, cfg, hide=u, bag_dropout=dropout, rng=rng))
+    neg = model.target_embed(inputs.batch(negs[:, 0], cfg, hide=u, bag_dropout=dropout, rng=rng))
+    return triplet_loss(seed, pos, neg, kind=tc.pairwise_loss, margin=tc.margin, temperature=cfg.temperature)
+
+
+def _hard_negatives(model: RALM, data: TrainingData, k: int = 20) -> list[np.ndarray]:
+    seed, target = embed_users(model, data.inputs)
+    retriever = Retriever(data.inputs.friends, data.inputs.venues, data.lon, data.lat, seed, target, k=k)
+    return retriever.retrieve(np.arange(data.inputs.n_users), channels=("two_tower",)).users
+
+
+def train_towers(model: RALM, tc: TrainConfig, data: TrainingData, rng: np.random.Generator) -> tuple[dict[str, float], dict[str, list[float]]]:
+    cfg = model.config
+    n = data.inputs.n_users
+    train_pairs, val_pairs = split_validation(data.positives, tc.validation_share, rng)
+    train_directed, val_directed = directed(train_pairs), directed(val_pairs)
+    degree = np.bincount(train_directed[:, 1], minlength=n).astype(np.float64) if len(train_directed) else np.zeros(n)
+    # Sampling probability of each target among in-batch positives, for the log-Q correction.
+    log_q_all = np.log((degree + 1.0) / (degree + 1.0).sum()).astype(np.float32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(train_directed) / tc.batch_size))
+    total_steps = steps_per_epoch * tc.epochs
+    curves: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+    best_val, best_state, stale, step = math.inf, copy.deepcopy(model.state_dict()), 0, 0
+    hard: list[np.ndarray] | None = None
+    epochs = range(tc.epochs)
+    if tc.progress:
+        from tqdm import tqdm
+
+        epochs = tqdm(epochs, desc=f"towers ({tc.mode})", unit="epoch")
+    val_rng = np.random.default_rng(tc.seed + 1)
+    for _epoch in epochs:
+        if tc.negatives == "hard" and tc.mode != "listwise":
+            hard = _hard_negatives(model, data)
+        model.train()
+        epoch_pairs = downsample_popular(train_directed, n, tc.popular_positive_threshold, rng)
+        epoch_pairs = epoch_pairs[rng.permutation(len(epoch_pairs))]
+        losses = []
+        optimizer.zero_grad()
+        for i, start in enumerate(range(0, len(epoch_pairs), tc.batch_size)):
+            batch = epoch_pairs[start:start + tc.batch_size]
+            if len(batch) < 2:
+                continue
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total_steps, tc.lr)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.amp):
+                loss = _tower_loss(model, cfg, tc, data.inputs, batch, degree, log_q_all, rng, True, hard)
+            (loss / tc.accumulate).backward()
+            if (i + 1) % tc.accumulate == 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad()
+                step += 1
+            losses.append(float(loss.detach()))
+        curves["train_loss"].append(float(np.mean(losses)) if losses else math.nan)
+        val_loss = _validation_loss(model, cfg, tc, data, val_directed, degree, log_q_all, val_rng, hard)
+        curves["val_loss"].append(val_loss)
+        if val_loss < best_val - 1e-4:
+            best_val, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= tc.patience:
+                break
+    model.load_state_dict(best_state)
+    return {"tower_val_loss": best_val, "tower_epochs": len(curves["val_loss"])}, curves
+
+
+def _validation_loss(model: RALM, cfg: ModelConfig, tc: TrainConfig, data: TrainingData, pairs: np.ndarray,
+                     degree: np.ndarray, log_q_all: np.ndarray, rng: np.random.Generator,
+                     hard: list[np.ndarray] | None) -> float:
+    if len(pairs) < 2:
+        return math.nan
+    model.eval()
+    # A fixed order and batch size, so epochs are compared on the same question.
+    losses, weights = [], []
+    with torch.no_grad():
+        for start in range(0, len(pairs), tc.batch_size):
+            batch = pairs[start:start + tc.batch_size]
+            if len(batch) < 2:
+                continue
+            loss = _tower_loss(model, cfg, tc, data.inputs, batch, degree, log_q_all, rng, False, hard)
+            losses.append(float(loss))
+            weights.append(len(batch))
+    return float(np.average(losses, weights=weights)) if losses else math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# the ranking stage
+
+
+@dataclass
+class RankingExamples:
+    queries: np.ndarray  # (R,) user row of each example
+    candidates: np.ndarray  # (R,) candidate row
+    pair_features: np.ndarray  # (R, P)
+    labels: np.ndarray  # (R,)
+
+
+def ranking_examples(
+    queries: np.ndarray, candidates: list[np.ndarray], featurizer: PairFeaturizer,
+    positives: set[tuple[int, int]] | None = None,
+) -> RankingExamples:
+    q = np.concatenate([np.full(len(c), u) for u, c in zip(queries, candidates, strict=True)]) if len(queries) else np.zeros(0, np.int64)
+    c = np.concatenate(candidates) if candidates else np.zeros(0, np.int64)
+    feats = [featurizer.pair_features(int(u), cand) for u, cand in zip(queries, candidates, strict=True) if len(cand)]
+    pair_features = np.concatenate(feats) if feats else np.zeros((0, len(featurizer.pair_features(0, np.zeros(0, np.int64))[0:0].T)), np.float32)
+    labels = np.array([(int(a), int(b)) in positives for a, b in zip(q, c, strict=True)], dtype=np.float32) if positives is not None else np.zeros(len(q), np.float32)
+    return RankingExamples(q.astype(np.int64), c.astype(np.int64), pair_features, labels)
+
+
+def rank_logits(model: RALM, seed_emb: np.ndarray, target_emb: np.ndarray, examples: RankingExamples, batch: int = 65536) -> np.ndarray:
+    model.ranker.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(examples.queries), batch):
+            sl = slice(start, start + batch)
+            out.append(model.rank(
+                torch.from_numpy(seed_emb[examples.queries[sl]]),
+                torch.from_numpy(target_emb[examples.candidates[sl]]),
+                torch.from_numpy(examples.pair_features[sl]),
+            ).numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def split_known(edges: np.ndarray, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Friendships split into a known graph and edges to find (for the ranking head)."""
+    order = rng.permutation(len(edges))
+    n_known = int(round(len(edges) * share))
+    return edges[order[:n_known]], edges[order[n_known:]]
+
+
+@dataclass
+class FoldExamples:
+    """Ranking examples of one fold with the embeddings of the towers that never saw its edges."""
+
+    seed_emb: np.ndarray
+    target_emb: np.ndarray
+    examples: RankingExamples
+
+
+def fold_examples(
+    model: RALM, tc: TrainConfig, data: TrainingData, build_featurizer, known: np.ndarray,
+    to_find: np.ndarray, rng: np.random.Generator,
+) -> FoldExamples:
+    """Candidates retrieved on the ``known`` graph, labelled by ``to_find``, as serving would see them.
+
+    ``model``'s towers must not have learned from ``to_find``: their cosine would be memorised on
+    exactly these pairs and the head would learn to trust it more than it deserves on new ones.
+    ``build_featurizer(friend_edges) -> PairFeaturizer`` recomputes pair features on a graph.
+    """
+    n = data.inputs.n_users
+    known_graph = _adjacency(known, n)
+    inputs = data.inputs.with_friends(known_graph)
+    seed_emb, target_emb = embed_users(model, inputs)
+    retriever = Retriever(known_graph, inputs.venues, data.lon, data.lat, seed_emb, target_emb, k=tc.retrieve_k)
+    positives = {(int(a), int(b)) for a, b in directed(to_find)}
+    queries = np.unique(directed(to_find)[:, 0])
+    if len(queries) > tc.max_rank_queries:
+        queries = np.sort(rng.choice(queries, tc.max_rank_queries, replace=False))
+    candidates = retriever.retrieve(queries).users
+    examples = ranking_examples(queries, candidates, build_featurizer(known), positives)
+    return FoldExamples(seed_emb, target_emb, examples)
+
+
+def train_ranker(model: RALM, tc: TrainConfig, folds: list[FoldExamples], rng: np.random.Generator) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Fit the ranking head on the folds' examples with a listwise loss per query.
+
+    Each fold's rows index its own embedding tables (stacked with an offset), and a query's
+    candidates are grouped per fold. A tenth of the queries is held out for early stopping on
+    Recall@20.
+    """
+    n = folds[0].seed_emb.shape[0]
+    seed_emb = np.concatenate([f.seed_emb for f in folds])
+    target_emb = np.concatenate([f.target_emb for f in folds])
+    examples = RankingExamples(
+        queries=np.concatenate([f.examples.queries + i * n for i, f in enumerate(folds)]),
+        candidates=np.concatenate([f.examples.candidates + i * n for i, f in enumerate(folds)]),
+        pair_features=np.concatenate([f.examples.pair_features for f in folds]),
+        labels=np.concatenate([f.examples.labels for f in folds]),
+    )
+    # Hold out queries (not rows) for validation, so a user's candidates stay together.
+    has_positive = np.unique(examples.queries[examples.labels > 0])
+    val_users = rng.choice(has_positive, max(1, len(has_positive) // 10), replace=False)
+    train_users = np.setdiff1d(has_positive, val_users)
+    groups = _groups(examples.queries)
+    ranker = model.ranker
+    optimizer = torch.optim.Adam(ranker.parameters(), lr=tc.rank_lr, weight_decay=tc.weight_decay)
+    x_seed, x_target = torch.from_numpy(seed_emb), torch.from_numpy(target_emb)
+    pf, y = torch.from_numpy(examples.pair_features), torch.from_numpy(examples.labels)
+    ranker.fit_scaler((x_seed[examples.queries] * x_target[examples.candidates]).sum(-1), pf)
+    curves: dict[str, list[float]] = {"rank_train_loss": [], "rank_val_recall": []}
+    best, best_state, stale = -1.0, copy.deepcopy(ranker.state_dict()), 0
+    for _epoch in range(tc.rank_epochs):
+        ranker.train()
+        losses = []
+        for batch in np.array_split(rng.permutation(train_users), max(1, len(train_users) // 64)):
+            index, mask = _padded(groups, batch)
+            rows = torch.from_numpy(index[mask])
+            logits = torch.full(index.shape, -1e9)
+            logits[torch.from_numpy(mask)] = ranker(x_seed[examples.queries[rows]], x_target[examples.candidates[rows]], pf[rows])
+            labels = torch.zeros(index.shape)
+            labels[torch.from_numpy(mask)] = y[rows]
+            loss = listwise_group_loss(logits, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(ranker.parameters(), tc.grad_clip)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        curves["rank_train_loss"].append(float(np.mean(losses)) if losses else math.nan)
+        recall = _group_recall(model, seed_emb, target_emb, examples, groups, val_users, k=20)
+        curves["rank_val_recall"].append(recall)
+        if recall > best + 1e-4:
+            best, best_state, stale = recall, copy.deepcopy(ranker.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= tc.patience:
+                break
+    ranker.load_state_dict(best_state)
+    return {
+        "rank_val_recall@20": best,
+        "rank_examples": float(len(examples.labels)),
+        "rank_positive_share": float(examples.labels.mean()) if len(examples.labels) else 0.0,
+    }, curves
+
+
+def listwise_group_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy of each query's positives among its candidates.
+
+    ``logits`` (Q, C) with padding at -1e9, ``labels`` (Q, C) 0/1; each positive counts once.
+    """
+    log_probs = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    return -(log_probs * labels).sum() / labels.sum().clamp_min(1.0)
+
+
+def _groups(queries: np.ndarray) -> dict[int, np.ndarray]:
+    """Row indices of each query's examples (rows of one query are contiguous)."""
+    if not len(queries):
+        return {}
+    starts = np.flatnonzero(np.r_[True, queries[1:] != queries[:-1]])
+    ends = np.r_[starts[1:], len(queries)]
+    return {int(queries[s]): np.arange(s, e) for s, e in zip(starts, ends, strict=True)}
+
+
+def _padded(groups: dict[int, np.ndarray], users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rows = [groups[int(u)] for u in users]
+    width = max(len(r) for r in rows)
+    index = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=bool)
+    for i, r in enumerate(rows):
+        index[i, :len(r)] = r
+        mask[i, :len(r)] = True
+    return index, mask
+
+
+def _group_recall(model: RALM, seed_emb: np.ndarray, target_emb: np.ndarray, examples: RankingExamples,
+                  groups: dict[int, np.ndarray], users: np.ndarray, k: int) -> float:
+    """Mean over ``users`` of the share of their positives the head puts in its top k."""
+    rows = np.concatenate([groups[int(u)] for u in users])
+    sub = RankingExamples(examples.queries[rows], examples.candidates[rows], examples.pair_features[rows], examples.labels[rows])
+    logits = rank_logits(model, seed_emb, target_emb, sub)
+    recalls, start = [], 0
+    for u in users:
+        size = len(groups[int(u)])
+        s, lab = logits[start:start + size], sub.labels[start:start + size]
+        start += size
+        top = np.argsort(-s, kind="stable")[:k]
+        recalls.append(lab[top].sum() / max(lab.sum(), 1.0))
+    return float(np.mean(recalls)) if recalls else math.nan
+
+
+def _adjacency(edges: np.ndarray, n: int) -> sp.csr_matrix:
+    u = np.concatenate([edges[:, 0], edges[:, 1]])
+    v = np.concatenate([edges[:, 1], edges[:, 0]])
+    adj = sp.csr_matrix((np.ones(len(u), dtype=np.float32), (u, v)), shape=(n, n))
+    adj.data[:] = 1.0
+    return adj
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve by the rank-sum formula (ties count one half)."""
+    labels = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def train(model_config: ModelConfig, train_config: TrainConfig, data: TrainingData, build_featurizer, model: RALM | None = None) -> TrainResult:
+    """Towers and ranking head; ``model`` warm-starts from existing weights.
+
+    Costs ``rank_folds + 1`` tower trainings: the price of a head that learns how much to trust
+    the towers on pairs they have never seen.
+    """
+    rng = seed_everything(train_config.seed)
+    started = time.perf_counter()
+    model = model or RALM(model_config)
+    initial = copy.deepcopy(model.state_dict())
+    n = data.inputs.n_users
+    # 1. Cross-fitting: for each fold, towers that never saw a kept-back share of friendships
+    #    produce the ranking head's examples for exactly those friendships.
+    folds, fold_metrics = [], []
+    for _fold in range(train_config.rank_folds):
+        known, to_find = split_known(data.friend_edges, train_config.rank_known_share, rng)
+        if not len(to_find):
+            continue
+        hidden = directed(to_find)
+        keys = data.positives[:, 0] * n + data.positives[:, 1]
+        fold_data = TrainingData(
+            inputs=data.inputs.with_friends(_adjacency(known, n)),
+            positives=data.positives[~np.isin(keys, hidden[:, 0] * n + hidden[:, 1])],
+            pairs=data.pairs, lon=data.lon, lat=data.lat, friend_edges=known,
+        )
+        model.load_state_dict(initial)
+        metrics, _ = train_towers(model, train_config, fold_data, rng)
+        fold_metrics.append(metrics["tower_val_loss"])
+        folds.append(fold_examples(model, train_config, data, build_featurizer, known, to_find, rng))
+    # 2. The towers that serve: every friendship, warm from the given weights.
+    model.load_state_dict(initial)
+    tower_metrics, curves = train_towers(model, train_config, data, rng)
+    tower_seconds = time.perf_counter() - started
+    # 3. The ranking head on all folds' examples.
+    rank_metrics, rank_curves = train_ranker(model, train_config, folds, rng) if folds else ({}, {})
+    tower_metrics["fold_tower_val_loss"] = float(np.mean(fold_metrics)) if fold_metrics else math.nan
+    model.eval()
+    pairs_seen = len(directed(data.positives)) * tower_metrics["tower_epochs"]
+    metrics = {
+        **tower_metrics, **rank_metrics,
+        "train_seconds": time.perf_counter() - started,
+        "tower_pairs_per_second": pairs_seen / max(tower_seconds, 1e-9),
+    }
+    return TrainResult(model, model_config, train_config, metrics, {**curves, **rank_curves})

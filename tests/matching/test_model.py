@@ -1,0 +1,141 @@
+"""The RALM model on tiny deterministic tensors: shapes, gradients, attention, losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from matching.ml.lookalike import kmeans
+from matching.ml.model import RALM, ModelConfig, ProductiveAttention, SeedSetAttention, TowerInput
+from matching.ml.train import listwise_loss, logq_logits, pointwise_loss, triplet_loss
+
+GROUPS = (3, 4, 2)
+
+
+def config(**overrides: object) -> ModelConfig:
+    return ModelConfig(group_dims=GROUPS, cell_buckets=16, token_dim=8, heads=2, dnn_hidden=(16, 32, 16),
+                       embedding_dim=8, dropout=0.0, pair_dim=3, rank_hidden=(8,), **overrides)
+
+
+def batch(b: int = 5, seed: int = 0) -> TowerInput:
+    g = torch.Generator().manual_seed(seed)
+    return TowerInput(dense=torch.rand(b, sum(GROUPS), generator=g), cells=torch.randint(0, 16, (b,), generator=g))
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def test_towers_return_unit_embeddings_and_pass_gradients() -> None:
+    model = RALM(config())
+    x = batch()
+    seed, target = model.seed_embed(x), model.target_embed(x)
+    assert seed.shape == target.shape == (5, 8)
+    assert torch.allclose(seed.norm(dim=1), torch.ones(5), atol=1e-5)
+    loss = listwise_loss(seed, target, None, 0.1)
+    loss.backward()
+    grads = [p.grad for p in model.seed_tower.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+def test_towers_have_separate_weights_unless_shared() -> None:
+    assert RALM(config()).seed_tower is not RALM(config()).target_tower
+    shared = RALM(config(shared_towers=True))
+    assert shared.seed_tower is shared.target_tower
+
+
+def test_attention_weights_differ_across_inputs() -> None:
+    model = RALM(config()).eval()
+    tower = model.seed_tower
+    tower(batch(2, seed=1))
+    self_w, prod_w = tower.self_attention.last_weights, tower.productive.last_weights
+    assert self_w.shape == (2, 2, 4, 4)  # batch, heads, fields (3 groups + cell), fields
+    assert not torch.allclose(self_w[0], self_w[1])
+    assert not torch.allclose(prod_w[0], prod_w[1])
+    # Attention over several fields is not the trivial length-1 softmax of the seed code.
+    assert (self_w < 0.999).all()
+
+
+@pytest.mark.parametrize("switch", ["use_self_attention", "use_productive_attention"])
+def test_removing_either_attention_changes_the_output(switch: str) -> None:
+    full = RALM(config()).eval()
+    ablated = RALM(config(**{switch: False})).eval()
+    ablated.load_state_dict(full.state_dict())
+    x = batch()
+    assert not torch.allclose(full.seed_embed(x), ablated.seed_embed(x), atol=1e-4)
+
+
+def test_productive_attention_scores_follow_the_formula() -> None:
+    layer = ProductiveAttention(dim=4, heads=1)
+    x = torch.rand(1, 3, 4)
+    layer(x)
+    q, k, _ = layer.qkv(x).view(1, 3, 3, 1, 4).permute(2, 0, 3, 1, 4)
+    w = layer.product_weights
+    expected = torch.softmax((q * w) @ k.transpose(-1, -2) / 2.0, dim=-1)
+    manual = torch.softmax(torch.einsum("bhid,bhjd,hd->bhij", q, k, w[:, 0]) / 2.0, dim=-1)
+    assert torch.allclose(layer.last_weights, expected, atol=1e-6)
+    assert torch.allclose(expected, manual, atol=1e-6)
+
+
+def test_pointwise_loss_on_a_hand_made_batch() -> None:
+    seed = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    target = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([1.0, 0.0])
+    # logits: 1/0.5 = 2 for the positive, 0 for the negative
+    expected = (np.log1p(np.exp(-2.0)) + np.log(2.0)) / 2
+    assert pointwise_loss(seed, target, labels, 0.5).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_triplet_losses_on_a_hand_made_batch() -> None:
+    seed = torch.tensor([[1.0, 0.0]])
+    pos = torch.tensor([[0.6, 0.8]])  # cosine 0.6
+    neg = torch.tensor([[0.8, 0.6]])  # cosine 0.8
+    assert triplet_loss(seed, pos, neg, kind="hinge", margin=0.3, temperature=1.0).item() == pytest.approx(0.5)
+    assert triplet_loss(seed, pos, neg, kind="logistic", margin=0.3, temperature=0.1).item() == pytest.approx(
+        float(np.log1p(np.exp(2.0))), rel=1e-5
+    )
+
+
+def test_logq_correction_subtracts_log_sampling_probability() -> None:
+    seed = torch.eye(3)
+    target = torch.eye(3)
+    log_q = torch.log(torch.tensor([0.5, 0.25, 0.25]))
+    plain = logq_logits(seed, target, None, 1.0)
+    corrected = logq_logits(seed, target, log_q, 1.0)
+    assert torch.allclose(corrected, plain - log_q.unsqueeze(0))
+    # A popular target loses less than a rare one: its logit rises by -log q = log 2 vs log 4.
+    assert corrected[1, 0] - plain[1, 0] == pytest.approx(np.log(2.0))
+    assert listwise_loss(seed, target, log_q, 1.0).item() != pytest.approx(listwise_loss(seed, target, None, 1.0).item())
+
+
+def test_kmeans_seed_summary_agrees_with_exact_attention() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(20, 8))
+    seeds = np.repeat(centres, 50, axis=0) + rng.normal(scale=0.01, size=(1000, 8))
+    seeds /= np.linalg.norm(seeds, axis=1, keepdims=True)
+    targets = torch.from_numpy(rng.normal(size=(30, 8)).astype(np.float32))
+    attention = SeedSetAttention(8)
+    with torch.no_grad():
+        attention.u_global.normal_()
+        exact = attention(torch.from_numpy(seeds.astype(np.float32)), targets)
+        clusters = kmeans(seeds, k=20)
+        summarised = attention(torch.from_numpy(clusters.centroids), targets, torch.from_numpy(clusters.counts))
+    assert len(clusters.counts) == 20 and clusters.counts.sum() == 1000
+    assert torch.allclose(exact, summarised, atol=0.02)
+
+
+def test_lookalike_prefers_targets_like_the_seeds() -> None:
+    attention = SeedSetAttention(2)
+    seeds = torch.tensor([[1.0, 0.0], [0.9, 0.1]])
+    targets = torch.tensor([[1.0, 0.05], [0.0, 1.0]])
+    scores = attention(seeds, targets)
+    assert scores[0] > scores[1]
+
+
+def test_ranking_head_scores_each_pair() -> None:
+    model = RALM(config())
+    seed, target = model.seed_embed(batch()), model.target_embed(batch(seed=3))
+    logits = model.rank(seed, target, torch.rand(5, 3))
+    assert logits.shape == (5,)

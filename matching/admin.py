@@ -1,8 +1,11 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
-from matching.models import Interaction
+from matching.models import Interaction, ModelVersion
+from matching.services.registry import ModelVersionError, model_version_activate, model_version_rollback
 
 
 @admin.register(Interaction)
@@ -19,3 +22,51 @@ class InteractionAdmin(admin.ModelAdmin):
     # The log is append-only evidence for training and A/B tests: staff read it, never edit it.
     def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
         return False
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ("name", "is_active", "parent", "feature_schema_version", "headline", "created_at", "activated_at")
+    list_filter = ("is_active", "feature_schema_version")
+    search_fields = ("name", "notes")
+    readonly_fields = (
+        "name", "weights", "sha256", "size_bytes", "config", "feature_schema", "feature_schema_version",
+        "metrics", "curves", "parent", "is_active", "activated_at", "created_at",
+    )
+    actions = ("activate", "rollback", "start_training")
+
+    @admin.display(description="Ranking recall@20 (validation)")
+    def headline(self, version: ModelVersion) -> str:
+        value = (version.metrics or {}).get("rank_val_recall@20")
+        return f"{value:.3f}" if isinstance(value, float) else "-"
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False  # versions come from training, not from a form
+
+    @admin.action(description="Activate the selected version")
+    def activate(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one version to activate.", messages.ERROR)
+            return
+        try:
+            version = model_version_activate(version=queryset.get(), note=f"activated by {request.user}")
+        except ModelVersionError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, f"{version.name} is now active.", messages.SUCCESS)
+
+    @admin.action(description="Roll back to the previous version")
+    def rollback(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        try:
+            version = model_version_rollback()
+        except ModelVersionError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
+        self.message_user(request, f"Rolled back: {version.name} is now active.", messages.SUCCESS)
+
+    @admin.action(description="Start training a new version (warm start from the active one)")
+    def start_training(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        from matching.tasks import model_train_task
+
+        result = model_train_task.delay(warm_start=True)
+        self.message_user(request, f"Training queued (task {result.id}).", messages.INFO)

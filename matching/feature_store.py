@@ -229,7 +229,7 @@ def load_city(user_ids: Sequence[int] | None = None, *, history_since: float | N
         ping_user=rows_of(pings["user"]), ping_lon=pings["lon"], ping_lat=pings["lat"], ping_time=pings["time"],
         event_user=rows_of(events["user"]), event_kind=events["kind"], event_time=events["time"],
         event_weight=events["weight"], event_venue=event_venue, event_target=event_target,
-        venue_lon=venues["lon"], venue_lat=venues["lat"], venue_place_type=venues["place_type"],
+        venue_ids=venues["id"], venue_lon=venues["lon"], venue_lat=venues["lat"], venue_place_type=venues["place_type"],
         venue_interests=venue_interests,
         join_user=rows_of(joins["user"]), join_activity_type=joins["activity_type"].clip(0),
         join_interest=joins["interest"], join_activity=joins["activity"],

@@ -90,3 +90,39 @@ class Interaction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_id} {self.kind} @ {self.occurred_at:%Y-%m-%d}"
+
+
+class ModelVersion(models.Model):
+    """A trained matcher: its weights file, how it was trained, how good it was. One is active.
+
+    The weights are a PyTorch state dict (loaded with ``weights_only=True``, never arbitrary
+    pickles) stored under MEDIA_ROOT; ``sha256`` guards against a tampered or truncated file.
+    """
+
+    name = models.CharField(max_length=40, unique=True, help_text='"v3", or "v3.2" for an update.')
+    weights = models.CharField(max_length=255, help_text="Path of the state dict under MEDIA_ROOT.")
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    config = models.JSONField(help_text="Model and training configuration.")
+    feature_schema = models.JSONField()
+    feature_schema_version = models.CharField(max_length=40)
+    metrics = models.JSONField(default=dict, blank=True)
+    curves = models.JSONField(default=dict, blank=True)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children",
+        help_text="The version this one was warm-started from.",
+    )
+    is_active = models.BooleanField(default=False)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    notes = models.TextField(blank=True, help_text="Why it was or was not activated.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Exactly one version serves at a time.
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="modelversion_one_active"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}{' (active)' if self.is_active else ''}"

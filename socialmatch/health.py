@@ -55,8 +55,11 @@ def check_celery() -> dict[str, Any]:
 
 
 def check_model() -> dict[str, Any]:
-    """The active model version, once the model registry exists (none is trained yet)."""
-    return {"active_version": None}
+    """The active model version (None before the first training: rules serve meanwhile)."""
+    from matching.models import ModelVersion
+
+    version = ModelVersion.objects.filter(is_active=True).values("name", "created_at").first()
+    return {"active_version": version["name"] if version else None}
 
 
 CHECKS: dict[str, Callable[[], dict[str, Any]]] = {

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from activities.factories import ActivityFactory, CategoryFactory, InvitationFactory, ParticipationFactory, VenueFactory
 from activities.models import Activity, Invitation
-from matching.models import Interaction
+from matching.models import Interaction, ModelVersion
 from users.factories import AvailabilityFactory, BlockFactory, ConnectionFactory, ProfileFactory, UserFactory
 from users.models import LocationPing, User
 
@@ -41,6 +41,10 @@ def one_of_everything(staff: User) -> None:
     ParticipationFactory()
     Interaction.objects.create(
         actor=profile.user, kind="visit", target_venue=venue, occurred_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    )
+    ModelVersion.objects.create(
+        name="v1", weights="models/v1.pt", sha256="0" * 64, config={}, feature_schema={},
+        feature_schema_version="user-features-1", metrics={"rank_val_recall@20": 0.5},
     )
 
 

@@ -73,6 +73,7 @@ class CityData:
     event_target: np.ndarray = field(default_factory=_i64)  # target user row, -1 when none or unknown
 
     # --- venues: one row per venue ----------------------------------------------------------
+    venue_ids: np.ndarray = field(default_factory=_i64)  # (m,) database or dataset ids
     venue_lon: np.ndarray = field(default_factory=_f64)
     venue_lat: np.ndarray = field(default_factory=_f64)
     venue_place_type: np.ndarray = field(default_factory=_i64)  # index into PLACE_TYPES, -1 unknown
@@ -125,7 +126,7 @@ class CityData:
             "join": ("join_user", "join_activity_type", "join_interest", "join_activity"),
             "friend": ("friend_u", "friend_v"),
             "availability": ("avail_user", "avail_start", "avail_end"),
-            "venue": ("venue_lon", "venue_lat", "venue_place_type"),
+            "venue": ("venue_ids", "venue_lon", "venue_lat", "venue_place_type"),
         }
         for group, names in groups.items():
             lengths = {len(getattr(self, name)) for name in names}
@@ -158,6 +159,7 @@ class CityData:
             profile_activity_types=np.zeros((n_users, 10), np.float32),
             profile_place_types=np.zeros((n_users, 15), np.float32),
             profile_time_prefs=np.zeros((n_users, 6), np.float32),
+            venue_ids=np.arange(n_venues, dtype=np.int64),
             venue_lon=np.zeros(n_venues), venue_lat=np.zeros(n_venues),
             venue_place_type=np.full(n_venues, -1, dtype=np.int64),
             venue_interests=np.zeros((n_venues, 20), np.float32),

@@ -35,7 +35,7 @@ from matching.lbsn import LbsnDataset, read_lbsn, unique_friend_pairs
 from matching.ml.features import SCHEMA, user_features
 from matching.ml.inputs import UserInputs
 from matching.ml.lbsn_data import city_from_lbsn, dataset_now
-from matching.ml.model import ModelConfig
+from matching.ml.model import ModelConfig, default_model_config
 from matching.ml.pairs import PairFeaturizer, adamic_adar_weights
 from matching.ml.retrieval import Retriever
 from matching.ml.train import (
@@ -260,18 +260,6 @@ def evaluate(
     return EvaluationResult(
         k=k, queries=int(len(queries)), seconds=time.perf_counter() - started,
         methods=methods, classification=classification, train_metrics=result.metrics,
-    )
-
-
-def default_model_config(n_users: int, n_venues: int) -> ModelConfig:
-    """Id bags sized to the data: one row per venue and per user (hashed beyond a million)."""
-    from matching.ml.pairs import PAIR_NAMES
-
-    return ModelConfig(
-        group_dims=tuple(len(names) for _, names in SCHEMA.groups),
-        venue_buckets=min(max(n_venues, 1), 1 << 20),
-        user_buckets=min(max(n_users, 1), 1 << 20),
-        pair_dim=len(PAIR_NAMES),
     )
 
 

@@ -9,6 +9,7 @@ instead of reading the answer from its input (held-out edges are absent from the
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,10 @@ class UserInputs:
     venues: sp.csr_matrix  # (n, m) visit weights, rows normalised to sum 1
     friends: sp.csr_matrix  # (n, n) 0/1
     cells: np.ndarray  # (n,) int64 bucket of the ~5 km cell (bucket 0 also means "unknown")
+    # Stable ids behind bag members (database ids), so an embedding row keeps its meaning when
+    # rows are added: member ``j`` of a venue bag is embedding ``venue_keys[j] % venue_buckets``.
+    venue_keys: np.ndarray
+    user_keys: np.ndarray
 
     @property
     def n_users(self) -> int:
@@ -44,10 +49,12 @@ class UserInputs:
             venues=venues.tocsr().astype(np.float32),
             friends=friend_matrix(data),
             cells=cell_buckets(data.lat, data.lon, config.cell_buckets),
+            venue_keys=data.venue_ids.astype(np.int64),
+            user_keys=data.user_ids.astype(np.int64),
         )
 
     def with_friends(self, friends: sp.csr_matrix) -> UserInputs:
-        return UserInputs(self.features, self.venues, friends, self.cells)
+        return dataclasses.replace(self, friends=friends)
 
     def batch(
         self,
@@ -63,13 +70,13 @@ class UserInputs:
         x = TowerInput(dense=torch.from_numpy(self.features[rows]))
         if config.venue_buckets:
             idx, off, w = _bag(self.venues, rows, None, bag_dropout, rng)
-            x.venue_index = torch.from_numpy(idx % config.venue_buckets)
+            x.venue_index = torch.from_numpy(self.venue_keys[idx] % config.venue_buckets)
             x.venue_offsets = torch.from_numpy(off)
             # Re-normalise what dropout left, so a bag stays a weighted mean.
             x.venue_weights = torch.from_numpy(_renormalise(w, off, len(idx)))
         if config.user_buckets:
             idx, off, _ = _bag(self.friends, rows, hide, bag_dropout, rng)
-            x.friend_index = torch.from_numpy(idx % config.user_buckets)
+            x.friend_index = torch.from_numpy(self.user_keys[idx] % config.user_buckets)
             x.friend_offsets = torch.from_numpy(off)
         if config.cell_buckets:
             x.cells = torch.from_numpy(self.cells[rows])

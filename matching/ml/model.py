@@ -317,11 +317,26 @@ class RALM(nn.Module):
         return self.ranker(seed, target, pairs)
 
 
+def default_model_config(n_users: int, n_venues: int, **overrides: object) -> ModelConfig:
+    """Sizes for a dataset: one id-embedding row per venue and per user, hashed beyond 2**20."""
+    from matching.ml.features import SCHEMA
+    from matching.ml.pairs import PAIR_NAMES
+
+    values: dict[str, object] = {
+        "group_dims": tuple(len(names) for _, names in SCHEMA.groups),
+        "venue_buckets": min(max(n_venues, 1), 1 << 20),
+        "user_buckets": min(max(n_users, 1), 1 << 20),
+        "pair_dim": len(PAIR_NAMES),
+        **overrides,
+    }
+    return ModelConfig(**values)  # type: ignore[arg-type]
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
 __all__ = [
     "RALM", "ModelConfig", "TowerInput", "Tower", "FieldSelfAttention", "ProductiveAttention", "SeedSetAttention",
-    "RankingHead", "FieldEmbedding", "count_parameters",
+    "RankingHead", "FieldEmbedding", "count_parameters", "default_model_config",
 ]

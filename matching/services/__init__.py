@@ -1,0 +1,1 @@
+"""The only way Django code reaches the matcher in ``matching.ml``."""

@@ -154,3 +154,8 @@ LOGGING = {
 
 # Vendored front-end libraries (OpenLayers for the admin map); no CDN at run time.
 STATICFILES_DIRS = [BASE_DIR / "static"]
+
+# Weather and traffic for the context features. No source exists in this deployment, so the
+# default answers neutral conditions everywhere; point this at a class with the same
+# ``conditions(lon, lat, when)`` method to plug a real one in.
+MATCHING_CONDITIONS_PROVIDER = env_str("MATCHING_CONDITIONS_PROVIDER", "matching.ml.features.NeutralConditions")

@@ -97,3 +97,19 @@ def test_empty_profile_and_user_without_profile_load_without_nan(alice: User) ->
     features = user_features(city, dt.datetime(2026, 6, 2, tzinfo=dt.UTC).timestamp())
     assert features.shape == (2, SCHEMA.dim) and np.isfinite(features).all()
     assert city.has_profile.tolist() == [True, False]
+
+
+def test_online_service_matches_batch_service_and_context_is_neutral_by_default() -> None:
+    from matching.services.features import request_context, user_features_batch, user_features_online
+
+    people = make_small_city()
+    when = dt.datetime(2026, 6, 2, 18, tzinfo=dt.UTC)
+    ids, batch = user_features_batch(now=when)
+    online = user_features_online(user_id=people[2].pk, now=when)
+    np.testing.assert_allclose(online, batch[list(ids).index(people[2].pk)], atol=1e-6)
+    with pytest.raises(ValueError, match="does not exist"):
+        user_features_online(user_id=10**9, now=when)
+    context = request_context(lon=-79.99, lat=40.44, when=when, nearby_activity_types=[0, 0, 3])
+    assert context.shape == (8,) and np.isfinite(context).all()
+    assert context[0] == pytest.approx(18 / 24) and context[5] == pytest.approx(0.3)
+    assert context[6] == pytest.approx(0.2)  # two distinct activity types of ten

@@ -275,7 +275,6 @@ def train_towers(model: RALM, tc: TrainConfig, data: TrainingData, rng: np.rando
         from tqdm import tqdm
 
         epochs = tqdm(epochs, desc=f"towers ({tc.mode})", unit="epoch")
-    val_rng = np.random.default_rng(tc.seed + 1)
     for _epoch in epochs:
         if tc.negatives == "hard" and tc.mode != "listwise":
             hard = _hard_negatives(model, data)
@@ -300,7 +299,8 @@ def train_towers(model: RALM, tc: TrainConfig, data: TrainingData, rng: np.rando
                 step += 1
             losses.append(float(loss.detach()))
         curves["train_loss"].append(float(np.mean(losses)) if losses else math.nan)
-        val_loss = _validation_loss(model, cfg, tc, data, val_directed, degree, log_q_all, val_rng, hard)
+        # The same negatives every epoch, so epochs are compared on the same question.
+        val_loss = _validation_loss(model, cfg, tc, data, val_directed, degree, log_q_all, np.random.default_rng(tc.seed + 1), hard)
         curves["val_loss"].append(val_loss)
         if val_loss < best_val - 1e-4:
             best_val, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0

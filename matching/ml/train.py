@@ -245,9 +245,12 @@ def _tower_loss(
         seeds = torch.cat([seed, seed.repeat_interleave(k, dim=0)])
         labels = torch.cat([torch.ones(len(u)), torch.zeros(len(u) * k)])
         return pointwise_loss(seeds, target, labels, cfg.temperature)
+    # Every positive against each of its k negatives: k triplets per positive.
+    k = tc.negatives_per_positive
     pos = model.target_embed(inputs.batch(v, cfg, hide=u, bag_dropout=dropout, rng=rng))
-    neg = model.target_embed(inputs.batch(negs[:, 0], cfg, hide=u, bag_dropout=dropout, rng=rng))
-    return triplet_loss(seed, pos, neg, kind=tc.pairwise_loss, margin=tc.margin, temperature=cfg.temperature)
+    neg = model.target_embed(inputs.batch(negs.ravel(), cfg, hide=np.repeat(u, k), bag_dropout=dropout, rng=rng))
+    return triplet_loss(seed.repeat_interleave(k, dim=0), pos.repeat_interleave(k, dim=0), neg,
+                        kind=tc.pairwise_loss, margin=tc.margin, temperature=cfg.temperature)
 
 
 def _hard_negatives(model: RALM, data: TrainingData, k: int = 20) -> list[np.ndarray]:
@@ -300,7 +303,8 @@ def train_towers(model: RALM, tc: TrainConfig, data: TrainingData, rng: np.rando
             losses.append(float(loss.detach()))
         curves["train_loss"].append(float(np.mean(losses)) if losses else math.nan)
         # The same negatives every epoch, so epochs are compared on the same question.
-        val_loss = _validation_loss(model, cfg, tc, data, val_directed, degree, log_q_all, np.random.default_rng(tc.seed + 1), hard)
+        # (Hard negatives change with the model, so validation draws by popularity instead.)
+        val_loss = _validation_loss(model, cfg, tc, data, val_directed, degree, log_q_all, np.random.default_rng(tc.seed + 1), None)
         curves["val_loss"].append(val_loss)
         if val_loss < best_val - 1e-4:
             best_val, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0

@@ -5,7 +5,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from matching.models import Interaction, ModelVersion
-from matching.services.registry import ModelVersionError, model_version_activate, model_version_rollback
+
+# The registry imports PyTorch; admin actions import it when used, so that starting Django (every
+# manage.py command, every web process) does not pay for it.
 
 
 @admin.register(Interaction)
@@ -45,6 +47,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Activate the selected version")
     def activate(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        from matching.services.registry import ModelVersionError, model_version_activate
+
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one version to activate.", messages.ERROR)
             return
@@ -57,6 +61,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Roll back to the previous version")
     def rollback(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        from matching.services.registry import ModelVersionError, model_version_rollback
+
         try:
             version = model_version_rollback()
         except ModelVersionError as exc:

@@ -126,3 +126,36 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}{' (active)' if self.is_active else ''}"
+
+
+class EmbeddingSet(models.Model):
+    """The seed and target embeddings of every user under one model version, and their index.
+
+    Files live in ``MEDIA_ROOT/embeddings/<version>/<set id>/``: ``ids.npy``, ``seed.npy``,
+    ``target.npy`` (float32, saved without pickles) and ``index.faiss``.
+    """
+
+    class Status(models.TextChoices):
+        BUILDING = "building", "Building"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="embedding_sets")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.BUILDING)
+    users = models.PositiveIntegerField(default=0)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    index_kind = models.CharField(max_length=40, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            # Serving looks up the newest ready set of the active version.
+            models.Index(fields=["model_version", "status", "-created_at"], name="embeddingset_lookup"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version.name} #{self.pk} ({self.status})"

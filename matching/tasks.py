@@ -2,12 +2,41 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from matching.services.training import model_train
+# Services import lazily: the web process imports this module, and the matcher pulls in PyTorch.
 
 
 @shared_task(bind=True, max_retries=0, acks_late=True, soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300)
 def model_train_task(self: object, mode: str = "listwise", epochs: int | None = None,
                      warm_start: bool = False, activate: bool = False) -> dict[str, object]:
     """Train a new model version from the database (the admin's "start training")."""
+    from matching.services.training import model_train
+
     version = model_train(mode=mode, epochs=epochs, warm_start=warm_start, activate=activate)
     return {"version": version.name, "active": version.is_active}
+
+
+@shared_task(bind=True, max_retries=3, acks_late=True)
+def embeddings_rebuild_task(self: object, version_id: int | None = None) -> dict[str, object]:
+    """Recompute every user's embeddings for a version (default: the active one)."""
+    from matching.models import ModelVersion
+    from matching.services.embeddings import embeddings_rebuild_start
+
+    version = ModelVersion.objects.get(pk=version_id) if version_id else ModelVersion.objects.get(is_active=True)
+    embedding_set = embeddings_rebuild_start(version=version)
+    return {"set": embedding_set.pk, "chunks": embedding_set.chunks_total}
+
+
+@shared_task(bind=True, max_retries=3, acks_late=True)
+def embeddings_chunk_task(self: object, set_id: int, start: int, end: int) -> int:
+    from matching.services.embeddings import embeddings_chunk
+
+    embeddings_chunk(set_id=set_id, start=start, end=end)
+    return end - start
+
+
+@shared_task(bind=True, max_retries=0, acks_late=True)
+def embeddings_finish_task(self: object, set_id: int) -> dict[str, object]:
+    from matching.services.embeddings import embeddings_finish
+
+    embedding_set = embeddings_finish(set_id=set_id)
+    return {"set": embedding_set.pk, "status": embedding_set.status, "users": embedding_set.users}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start the whole application with demo data: provision, migrate, generate a city, demo logins,
-# then the web server, a Celery worker and Celery beat. Safe to re-run: each step checks first.
+# train a first model, start the web server, a Celery worker and Celery beat, then compute
+# embeddings and the nearest-neighbour index on the worker. Safe to re-run: each step checks first.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -31,6 +32,10 @@ fi
 log "demo logins"
 ACCOUNTS=$($PY manage.py demo_accounts)
 
+# A short schedule keeps the demo quick (about a minute); `manage.py train_model` trains fully.
+log "training a first model (skipped when one is active)"
+$PY manage.py train_model --if-none --activate --epochs 8 --folds 1
+
 running() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 start() {
   local name=$1; shift
@@ -45,6 +50,9 @@ start() {
 start web $PY manage.py runserver --noreload "$WEB_HOST:$WEB_PORT"
 start worker .venv/bin/celery -A socialmatch worker --loglevel=INFO --concurrency=2 -n "demo@%h"
 start beat .venv/bin/celery -A socialmatch beat --loglevel=INFO --pidfile=
+
+log "computing embeddings and the index on the worker"
+$PY manage.py rebuild_embeddings --wait 300
 
 URL="http://$WEB_HOST:$WEB_PORT"
 log "waiting for $URL/health/"

@@ -59,7 +59,7 @@ def positive_pairs(city: CityData) -> np.ndarray:
 
 def model_train(
     *, mode: str = "listwise", epochs: int | None = None, warm_start: bool = False,
-    activate: bool = False, seed: int = 0, progress: bool = False,
+    activate: bool = False, seed: int = 0, progress: bool = False, folds: int | None = None,
 ) -> ModelVersion:
     """Train on everyone in the database and record a new version (activated when asked).
 
@@ -80,6 +80,8 @@ def model_train(
     train_config = TrainConfig(mode=mode, seed=seed, progress=progress)
     if epochs is not None:
         train_config.epochs = epochs
+    if folds is not None:
+        train_config.rank_folds = folds
     friends = np.column_stack([city.friend_u, city.friend_v])
 
     def build_featurizer(edges: np.ndarray) -> PairFeaturizer:

@@ -134,6 +134,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_RATES": {"nearby": env_str("NEARBY_THROTTLE", "60/min")},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "socialmatch API",
@@ -159,3 +160,8 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # default answers neutral conditions everywhere; point this at a class with the same
 # ``conditions(lon, lat, when)`` method to plug a real one in.
 MATCHING_CONDITIONS_PROVIDER = env_str("MATCHING_CONDITIONS_PROVIDER", "matching.ml.features.NeutralConditions")
+
+# People nearby: positions are snapped to this grid before any distance is computed (privacy),
+# and the final score fuses distance and similarity with these weights (seed 000 section 5.1).
+NEARBY_GRID_METRES = env_int("NEARBY_GRID_METRES", 100, minimum=100)
+NEARBY_FUSION_WEIGHTS = (0.6, 0.4)

@@ -19,6 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--mode", choices=MODES, default="listwise")
         parser.add_argument("--epochs", type=int)
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--folds", type=int, help="cross-fitting folds for the ranking head (default 3)")
         parser.add_argument("--warm-start", action="store_true", help="start from the active version")
         parser.add_argument("--activate", action="store_true", help="make the new version active")
         parser.add_argument("--if-none", action="store_true", help="do nothing when a version is already active")
@@ -29,10 +30,13 @@ class Command(BaseCommand):
             return
         if options["epochs"] is not None and options["epochs"] < 1:
             raise CommandError("--epochs must be at least 1")
+        if options["folds"] is not None and options["folds"] < 1:
+            raise CommandError("--folds must be at least 1")
         try:
             version = model_train(
                 mode=options["mode"], epochs=options["epochs"], warm_start=options["warm_start"],
                 activate=options["activate"], seed=options["seed"], progress=options["verbosity"] > 1,
+                folds=options["folds"],
             )
         except ModelVersionError as exc:
             raise CommandError(str(exc)) from exc

@@ -1,0 +1,132 @@
+"""Embeddings of every user for a model version, computed in chunks on Celery, and their index.
+
+1. ``embeddings_rebuild_start`` computes every user's tower inputs once (features and id bags),
+   saves them as plain arrays next to the set, and fans out one chunk task per
+   ``CHUNK_USERS`` users (a Celery chord), so more workers finish sooner.
+2. ``embeddings_chunk`` memory-maps the inputs, runs both towers on its rows and saves them.
+3. ``embeddings_finish`` (the chord's callback) joins the chunks, builds the FAISS index over the
+   target embeddings, saves everything atomically and publishes the set in Redis, where web
+   processes notice it without a restart.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from matching.feature_store import load_city
+from matching.ml.features import user_features
+from matching.ml.index import build_index, save_array, save_index
+from matching.ml.inputs import UserInputs
+from matching.ml.model import ModelConfig
+from matching.ml.train import embed_users
+from matching.models import EmbeddingSet, ModelVersion
+from matching.services.registry import model_version_load
+
+CHUNK_USERS = 50_000
+# Redis key naming the embedding set web processes should serve ("<set id>:<version name>").
+SERVING_SET_KEY = "matching:serving-embedding-set"
+
+
+def set_dir(embedding_set: EmbeddingSet) -> Path:
+    return Path(settings.MEDIA_ROOT) / "embeddings" / embedding_set.model_version.name / str(embedding_set.pk)
+
+
+def _save_inputs(directory: Path, inputs: UserInputs) -> None:
+    arrays = {
+        "features": inputs.features, "cells": inputs.cells, "venue_keys": inputs.venue_keys,
+        "user_keys": inputs.user_keys,
+        "venues_indptr": inputs.venues.indptr, "venues_indices": inputs.venues.indices, "venues_data": inputs.venues.data,
+        "friends_indptr": inputs.friends.indptr, "friends_indices": inputs.friends.indices, "friends_data": inputs.friends.data,
+    }
+    for name, array in arrays.items():
+        save_array(array, directory / "inputs" / f"{name}.npy")
+
+
+def _load_inputs(directory: Path) -> UserInputs:
+    def load(name: str) -> np.ndarray:
+        return np.load(directory / "inputs" / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+    features = load("features")
+    n = features.shape[0]
+    venue_keys = load("venue_keys")
+    venues = sp.csr_matrix((load("venues_data"), load("venues_indices"), load("venues_indptr")), shape=(n, len(venue_keys)))
+    friends = sp.csr_matrix((load("friends_data"), load("friends_indices"), load("friends_indptr")), shape=(n, n))
+    return UserInputs(features=features, venues=venues, friends=friends, cells=load("cells"),
+                      venue_keys=venue_keys, user_keys=load("user_keys"))
+
+
+def embeddings_rebuild_start(*, version: ModelVersion) -> EmbeddingSet:
+    """Compute everyone's tower inputs and enqueue the chunk tasks (after this transaction commits)."""
+    from celery import chord
+
+    from matching.tasks import embeddings_chunk_task, embeddings_finish_task
+
+    config = ModelConfig.from_dict(version.config["model"])
+    city = load_city()
+    features = user_features(city, timezone.now().timestamp())
+    inputs = UserInputs.build(city, features, config)
+    n = inputs.n_users
+    ranges = [(start, min(start + CHUNK_USERS, n)) for start in range(0, n, CHUNK_USERS)]
+    with transaction.atomic():
+        embedding_set = EmbeddingSet.objects.create(model_version=version, users=n, chunks_total=len(ranges))
+        _save_inputs(set_dir(embedding_set), inputs)
+        header = [embeddings_chunk_task.si(embedding_set.pk, start, end) for start, end in ranges]
+        transaction.on_commit(lambda: chord(header)(embeddings_finish_task.si(embedding_set.pk)))
+    return embedding_set
+
+
+def embeddings_chunk(*, set_id: int, start: int, end: int) -> None:
+    """Both towers over rows ``start:end``; idempotent (a retried chunk rewrites its own files)."""
+    embedding_set = EmbeddingSet.objects.select_related("model_version").get(pk=set_id)
+    directory = set_dir(embedding_set)
+    model = model_version_load(embedding_set.model_version)
+    inputs = _load_inputs(directory)
+    rows = np.arange(start, end)
+    sub = UserInputs(
+        features=np.asarray(inputs.features[start:end]), venues=inputs.venues[rows], friends=inputs.friends[rows],
+        cells=np.asarray(inputs.cells[start:end]), venue_keys=np.asarray(inputs.venue_keys),
+        user_keys=np.asarray(inputs.user_keys),
+    )
+    seed, target = embed_users(model, sub)
+    save_array(seed, directory / "chunks" / f"{start:010d}.seed.npy")
+    save_array(target, directory / "chunks" / f"{start:010d}.target.npy")
+    EmbeddingSet.objects.filter(pk=set_id).update(chunks_done=F("chunks_done") + 1)
+
+
+def embeddings_finish(*, set_id: int) -> EmbeddingSet:
+    """Join the chunks, build and save the index, and publish the set for serving."""
+    embedding_set = EmbeddingSet.objects.select_related("model_version").get(pk=set_id)
+    directory = set_dir(embedding_set)
+    try:
+        chunks = sorted((directory / "chunks").glob("*.seed.npy"))
+        seed = np.concatenate([np.load(p, allow_pickle=False) for p in chunks])
+        target = np.concatenate([np.load(str(p).replace(".seed.", ".target."), allow_pickle=False) for p in chunks])
+        ids = np.load(directory / "inputs" / "user_keys.npy", allow_pickle=False)
+        if len(seed) != len(ids):
+            raise RuntimeError(f"{len(seed)} embeddings for {len(ids)} users: a chunk is missing")
+        save_array(ids, directory / "ids.npy")
+        save_array(seed, directory / "seed.npy")
+        save_array(target, directory / "target.npy")
+        index = build_index(target, ids)
+        save_index(index, directory / "index.faiss")
+        shutil.rmtree(directory / "chunks", ignore_errors=True)
+    except Exception as exc:
+        EmbeddingSet.objects.filter(pk=set_id).update(status=EmbeddingSet.Status.FAILED, error=str(exc), finished_at=timezone.now())
+        raise
+    EmbeddingSet.objects.filter(pk=set_id).update(
+        status=EmbeddingSet.Status.READY, index_kind=type(index).__name__, finished_at=timezone.now(),
+    )
+    if embedding_set.model_version.is_active:
+        cache.set(SERVING_SET_KEY, f"{set_id}:{embedding_set.model_version.name}:{time.time():.0f}", timeout=None)
+    embedding_set.refresh_from_db()
+    return embedding_set

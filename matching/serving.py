@@ -17,6 +17,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from django.conf import settings
 from django.core.cache import cache
 
 from matching.ml.index import load_index
@@ -24,6 +25,13 @@ from matching.models import EmbeddingSet
 
 logger = logging.getLogger(__name__)
 CHECK_SECONDS = 2.0
+# Redis key naming the embedding set web processes should serve ("<set id>:<version>:<time>").
+SERVING_SET_KEY = "matching:serving-embedding-set"
+
+
+def set_dir(embedding_set: EmbeddingSet) -> Path:
+    """Where an embedding set's files live: ``MEDIA_ROOT/embeddings/<version>/<set id>/``."""
+    return Path(settings.MEDIA_ROOT) / "embeddings" / embedding_set.model_version.name / str(embedding_set.pk)
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,6 @@ class _Store:
         if now - self._checked < CHECK_SECONDS:
             return self._serving
         self._checked = now
-        from matching.services.embeddings import SERVING_SET_KEY
-
         try:
             key = cache.get(SERVING_SET_KEY)
         except Exception:  # noqa: BLE001 - Redis down: keep serving what we have
@@ -75,9 +81,7 @@ class _Store:
         embedding_set = EmbeddingSet.objects.select_related("model_version").filter(pk=set_id, status="ready").first()
         if embedding_set is None:
             return None
-        from matching.services.embeddings import set_dir
-
-        directory: Path = set_dir(embedding_set)
+        directory = set_dir(embedding_set)
         try:
             return ServingSet(
                 set_id=set_id, version=embedding_set.model_version.name,

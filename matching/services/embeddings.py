@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F
@@ -30,15 +29,10 @@ from matching.ml.inputs import UserInputs
 from matching.ml.model import ModelConfig
 from matching.ml.train import embed_users
 from matching.models import EmbeddingSet, ModelVersion
+from matching.serving import SERVING_SET_KEY, set_dir
 from matching.services.registry import model_version_load
 
 CHUNK_USERS = 50_000
-# Redis key naming the embedding set web processes should serve ("<set id>:<version name>").
-SERVING_SET_KEY = "matching:serving-embedding-set"
-
-
-def set_dir(embedding_set: EmbeddingSet) -> Path:
-    return Path(settings.MEDIA_ROOT) / "embeddings" / embedding_set.model_version.name / str(embedding_set.pk)
 
 
 def _save_inputs(directory: Path, inputs: UserInputs) -> None:

@@ -151,6 +151,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # FAISS logs every CPU-feature probe at INFO on import.
+    "loggers": {"faiss.loader": {"level": "WARNING"}},
 }
 
 # Vendored front-end libraries (OpenLayers for the admin map); no CDN at run time.

@@ -11,7 +11,7 @@ from django.core.cache import cache
 from matching.ml.index import build_index, remove, search, upsert
 from matching.models import EmbeddingSet, ModelVersion
 from matching.serving import store
-from matching.services.embeddings import SERVING_SET_KEY
+from matching.serving import SERVING_SET_KEY
 from matching.services.training import model_train
 from matching.tasks import embeddings_rebuild_task
 from tests.matching.test_registry import small_social_city

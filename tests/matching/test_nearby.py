@@ -12,7 +12,7 @@ from django.test import Client
 
 from matching.models import Interaction
 from matching.serving import store
-from matching.services.embeddings import SERVING_SET_KEY
+from matching.serving import SERVING_SET_KEY
 from matching.services.nearby import distance_bucket
 from tests.conftest import make_person
 from users.factories import BlockFactory, ConnectionFactory

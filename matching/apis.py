@@ -9,7 +9,13 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import IsAdminUser
+
 from matching.services.nearby import MAX_LIMIT, MAX_RADIUS_KM, NearbyError, nearby_matches
+from matching.services.similarity import similar_users, similarity_between
+from users.models import User
 
 BOTH_OR_NEITHER = "Give both lat and lon, or neither."
 
@@ -66,3 +72,60 @@ class NearbyMatchesApi(APIView):
         except NearbyError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(NearbyResponseSerializer(result).data)
+
+
+class SimilarityRequestSerializer(serializers.Serializer):
+    seed_user_id = serializers.IntegerField(min_value=1)
+    target_user_id = serializers.IntegerField(min_value=1)
+
+
+class SimilarityResponseSerializer(serializers.Serializer):
+    seed_user_id = serializers.IntegerField()
+    target_user_id = serializers.IntegerField()
+    similarity = serializers.FloatField()
+    cosine = serializers.FloatField(allow_null=True)
+    confidence = serializers.FloatField()
+    model_version = serializers.CharField(allow_blank=True)
+    ranker = serializers.CharField()
+    timestamp = serializers.CharField()
+
+
+class SimilarityApi(APIView):
+    """Seed 000 section 8.1: how alike two people are. Staff, or the seed user themself."""
+
+    @extend_schema(request=SimilarityRequestSerializer, responses=SimilarityResponseSerializer)
+    def post(self, request: Request) -> Response:
+        body = SimilarityRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            result = similarity_between(actor=request.user, **body.validated_data)
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from exc
+        except User.DoesNotExist as exc:
+            raise NotFound(str(exc)) from exc
+        return Response(SimilarityResponseSerializer(result).data)
+
+
+class SimilarQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(default=20, min_value=1, max_value=MAX_LIMIT)
+
+
+class SimilarUsersApi(APIView):
+    """Top-K look-alikes of a person from the FAISS index (staff)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(parameters=[SimilarQuerySerializer])
+    def get(self, request: Request, user_id: int) -> Response:
+        query = SimilarQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        try:
+            version, pairs = similar_users(actor=request.user, user_id=user_id, limit=query.validated_data["limit"])
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from exc
+        except User.DoesNotExist as exc:
+            raise NotFound(str(exc)) from exc
+        return Response({
+            "user_id": user_id, "model_version": version, "ranker": "model" if version else "rules",
+            "results": [{"user_id": uid, "cosine": score} for uid, score in pairs],
+        })

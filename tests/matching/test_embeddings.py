@@ -15,6 +15,7 @@ from matching.serving import SERVING_SET_KEY
 from matching.services.training import model_train
 from matching.tasks import embeddings_rebuild_task
 from tests.matching.test_registry import small_social_city
+from users.models import User
 
 
 def wait_for(embedding_set_filter: dict[str, object], timeout: float = 90.0) -> EmbeddingSet:
@@ -52,6 +53,15 @@ def test_rebuild_through_a_real_worker_publishes_a_searchable_index(celery_worke
     store._checked = 0.0
     assert store.current().version == second.name
     assert ModelVersion.objects.filter(is_active=True).get() == second
+    # The APIs answer from the model now.
+    staff = User.objects.create(username="staff", is_staff=True)
+    first_user, other_user = (int(i) for i in store.current().ids[:2])
+    from matching.services.similarity import similar_users, similarity_between
+
+    pair = similarity_between(actor=staff, seed_user_id=first_user, target_user_id=other_user)
+    assert pair.ranker == "model" and pair.cosine is not None and pair.model_version == second.name
+    version, alike = similar_users(actor=staff, user_id=first_user, limit=5)
+    assert version == second.name and len(alike) == 5 and first_user not in [u for u, _ in alike]
 
 
 def test_exact_index_matches_brute_force_and_supports_updates() -> None:

@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from matching.models import Interaction, ModelVersion
+from matching.models import EmbeddingSet, Interaction, ModelVersion
 
 # The registry imports PyTorch; admin actions import it when used, so that starting Django (every
 # manage.py command, every web process) does not pay for it.
@@ -76,3 +76,22 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
         result = model_train_task.delay(warm_start=True)
         self.message_user(request, f"Training queued (task {result.id}).", messages.INFO)
+
+
+@admin.register(EmbeddingSet)
+class EmbeddingSetAdmin(admin.ModelAdmin):
+    list_display = ("pk", "model_version", "status", "users", "chunks_done", "chunks_total", "index_kind", "created_at", "finished_at")
+    list_filter = ("status",)
+    list_select_related = ("model_version",)
+    readonly_fields = [f.name for f in EmbeddingSet._meta.fields]
+    actions = ("rebuild",)
+
+    def has_add_permission(self, request):  # type: ignore[no-untyped-def]
+        return False
+
+    @admin.action(description="Recompute embeddings and the index for the active version")
+    def rebuild(self, request: HttpRequest, queryset: QuerySet[EmbeddingSet]) -> None:
+        from matching.tasks import embeddings_rebuild_task
+
+        result = embeddings_rebuild_task.delay()
+        self.message_user(request, f"Re-embedding queued (task {result.id}).", messages.INFO)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +55,15 @@ def lbsn_dir() -> Path:
     return path
 
 
+def _die_with_parent() -> None:
+    """In the worker process: receive SIGTERM when the test process dies, however it dies."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(
     django_db_setup: None, django_db_blocker: object
@@ -71,21 +81,27 @@ def celery_worker_process(
         ),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "REDIS_URL": settings.REDIS_URL,
+        # Tasks the worker sends itself (a chord's chunks) go to the same private queue.
+        "CELERY_TASK_DEFAULT_QUEUE": f"test-{os.getpid()}",
     }
     from socialmatch.celery import app
 
+    # A queue of this session's own: a worker left over from another run (or another checkout
+    # on this machine) never takes these tasks.
+    queue = f"test-{os.getpid()}"
+    app.conf.task_default_queue = queue
     app.control.purge()
     log = open(REPO / "var" / "test-worker.log", "wb") if (REPO / "var").is_dir() else subprocess.DEVNULL
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "socialmatch", "worker", "--pool=solo",
-         "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "celery", "-A", "socialmatch", "worker", "--pool=solo", "-Q", queue,
+         "--loglevel=INFO", "--without-gossip", "--without-mingle", "-n", f"{queue}@%h"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"the Celery worker exited with {proc.returncode} at start")
-        if app.control.ping(timeout=0.5):
+        if app.control.ping(timeout=0.5, destination=[f"{queue}@{socket.gethostname()}"]):
             break
     else:
         proc.terminate()

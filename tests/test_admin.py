@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from activities.factories import ActivityFactory, CategoryFactory, InvitationFactory, ParticipationFactory, VenueFactory
 from activities.models import Activity, Invitation
-from matching.models import Interaction, ModelVersion
+from matching.models import EmbeddingSet, Interaction, ModelVersion
 from users.factories import AvailabilityFactory, BlockFactory, ConnectionFactory, ProfileFactory, UserFactory
 from users.models import LocationPing, User
 
@@ -42,10 +42,11 @@ def one_of_everything(staff: User) -> None:
     Interaction.objects.create(
         actor=profile.user, kind="visit", target_venue=venue, occurred_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     )
-    ModelVersion.objects.create(
+    version = ModelVersion.objects.create(
         name="v1", weights="models/v1.pt", sha256="0" * 64, config={}, feature_schema={},
         feature_schema_version="user-features-1", metrics={"rank_val_recall@20": 0.5},
     )
+    EmbeddingSet.objects.create(model_version=version, users=3, chunks_total=1)
 
 
 def admin_models() -> list[type]:

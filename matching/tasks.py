@@ -40,3 +40,11 @@ def embeddings_finish_task(self: object, set_id: int) -> dict[str, object]:
 
     embedding_set = embeddings_finish(set_id=set_id)
     return {"set": embedding_set.pk, "status": embedding_set.status, "users": embedding_set.users}
+
+
+@shared_task(bind=True, max_retries=3, acks_late=True)
+def user_embedding_refresh_task(self: object, user_id: int) -> bool:
+    """Debounced refresh of one person's embeddings after their profile, location or friends changed."""
+    from matching.services.embeddings import user_embedding_refresh
+
+    return user_embedding_refresh(user_id=user_id)

@@ -29,7 +29,7 @@ from matching.ml.inputs import UserInputs
 from matching.ml.model import ModelConfig
 from matching.ml.train import embed_users
 from matching.models import EmbeddingSet, ModelVersion
-from matching.serving import SERVING_SET_KEY, set_dir
+from matching.serving import SERVING_SET_KEY, embedding_key, refresh_log_key, set_dir
 from matching.services.registry import model_version_load
 
 CHUNK_USERS = 50_000
@@ -124,3 +124,67 @@ def embeddings_finish(*, set_id: int) -> EmbeddingSet:
         cache.set(SERVING_SET_KEY, f"{set_id}:{embedding_set.model_version.name}:{time.time():.0f}", timeout=None)
     embedding_set.refresh_from_db()
     return embedding_set
+
+
+# A change starts a countdown; changes within it ride along (one recomputation per burst).
+REFRESH_DEBOUNCE_SECONDS = 30
+# Refreshed embeddings live this long in Redis; a full rebuild replaces them well before.
+REFRESH_TTL_SECONDS = 7 * 24 * 3600
+
+
+def _pending_key(user_id: int) -> str:
+    return f"matching:refresh-pending:{user_id}"
+
+
+def user_embedding_refresh_schedule(*, user_id: int) -> bool:
+    """Ask for a refresh of one person's embeddings, debounced; True when a task was queued.
+
+    ``cache.add`` is atomic: of many changes within the window, only the first queues a task,
+    which runs after the window and sees all of them.
+    """
+    if not cache.add(_pending_key(user_id), 1, timeout=REFRESH_DEBOUNCE_SECONDS * 2):
+        return False
+    from matching.tasks import user_embedding_refresh_task
+
+    transaction.on_commit(lambda: user_embedding_refresh_task.apply_async((user_id,), countdown=REFRESH_DEBOUNCE_SECONDS))
+    return True
+
+
+def user_embedding_refresh(*, user_id: int) -> bool:
+    """Recompute one person's embeddings with the served model and publish them to web processes.
+
+    1. Clear the pending mark first, so a change arriving during the work queues another run.
+    2. Load the person and their circle, compute features and id bags exactly as in batch.
+    3. Store both embeddings in Redis (raw float32 bytes, with a TTL) and append the person to
+       the set's refresh log; web processes apply the log to their arrays' overlay and index.
+    Returns False when no set is being served (the next full build includes the person).
+    """
+    from matching.feature_store import circle_of
+
+    cache.delete(_pending_key(user_id))
+    embedding_set = (
+        EmbeddingSet.objects.select_related("model_version")
+        .filter(model_version__is_active=True, status=EmbeddingSet.Status.READY).order_by("-created_at").first()
+    )
+    if embedding_set is None:
+        return False
+    version = embedding_set.model_version
+    model = model_version_load(version)
+    config = ModelConfig.from_dict(version.config["model"])
+    city = load_city(circle_of(user_id))
+    row = int(np.searchsorted(city.user_ids, user_id))
+    if row >= city.n_users or city.user_ids[row] != user_id:
+        return False
+    features = user_features(city, timezone.now().timestamp())
+    inputs = UserInputs.build(city, features, config)
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        batch = inputs.batch(np.array([row]), config)
+        seed = model.seed_tower(batch).numpy()[0]
+        target = model.target_tower(batch).numpy()[0]
+    blob = np.concatenate([seed, target]).astype(np.float32).tobytes()
+    cache.set(embedding_key(version.name, user_id), blob, timeout=REFRESH_TTL_SECONDS)
+    cache.client.get_client().rpush(cache.make_key(refresh_log_key(embedding_set.pk)), user_id)
+    return True

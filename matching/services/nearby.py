@@ -149,10 +149,10 @@ def nearby_matches(
     ranker, version = "rules", ""
     similarity = None
     if serving is not None:
-        my_rows, my_found = serving.rows(np.array([user.pk]))
-        rows_c, found = serving.rows(ids)
+        mine, my_found = serving.vectors(np.array([user.pk]), "seed")
+        targets, found = serving.vectors(ids, "target")
         if my_found[0] and found.any():
-            cosine = np.asarray(serving.target[rows_c]) @ np.asarray(serving.seed[my_rows[0]])
+            cosine = targets @ mine[0]
             similarity = np.where(found, (cosine + 1.0) / 2.0, 0.0)
             ranker, version = "model", serving.version
     if similarity is None:

@@ -48,9 +48,10 @@ def similarity_between(*, actor: User, seed_user_id: int, target_user_id: int) -
     now = timezone.now().isoformat()
     serving = store.current()
     if serving is not None:
-        rows, found = serving.rows(np.array([seed_user_id, target_user_id]))
-        if found.all():
-            cosine = float(np.dot(serving.seed[rows[0]], serving.target[rows[1]]))
+        seed, seed_found = serving.vectors(np.array([seed_user_id]), "seed")
+        target, target_found = serving.vectors(np.array([target_user_id]), "target")
+        if seed_found[0] and target_found[0]:
+            cosine = float(np.dot(seed[0], target[0]))
             return Similarity(seed_user_id, target_user_id, round((cosine + 1) / 2, 4), round(cosine, 4), 1.0,
                               serving.version, "model", now)
     a = set(getattr(profiles.get(seed_user_id), "interests", []) or [])
@@ -69,9 +70,9 @@ def similar_users(*, actor: User, user_id: int, limit: int) -> tuple[str, list[t
     serving = store.current()
     if serving is None:
         return "", []
-    rows, found = serving.rows(np.array([user_id]))
+    target, found = serving.vectors(np.array([user_id]), "target")
     if not found[0]:
         return serving.version, []
-    scores, ids = search(serving.index, np.asarray(serving.target[rows[0]]), limit + 1)
+    scores, ids = search(serving.index, target[0], limit + 1)
     pairs = [(int(i), round(float(s), 4)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and i != user_id]
     return serving.version, pairs[:limit]

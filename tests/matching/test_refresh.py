@@ -1,0 +1,70 @@
+"""A person's embedding is refreshed (debounced) when their profile changes, and web processes
+apply the refresh to their arrays and index without a rebuild."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.contrib.gis.geos import Point
+from django.core.cache import cache
+
+from matching.ml.index import search
+from matching.models import EmbeddingSet
+from matching.serving import SERVING_SET_KEY, store
+from matching.services.embeddings import (
+    embeddings_chunk,
+    embeddings_finish,
+    embeddings_rebuild_start,
+    user_embedding_refresh,
+    user_embedding_refresh_schedule,
+)
+from matching.services.training import model_train
+from tests.matching.test_registry import small_social_city
+from users.models import Profile
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def media(tmp_path: Path, settings: object) -> None:
+    settings.MEDIA_ROOT = tmp_path  # type: ignore[attr-defined]
+    cache.clear()
+    store.reset()
+
+
+def test_changes_within_the_window_queue_one_refresh(alice: object) -> None:
+    cache.clear()
+    assert user_embedding_refresh_schedule(user_id=alice.pk) is True  # type: ignore[attr-defined]
+    assert user_embedding_refresh_schedule(user_id=alice.pk) is False  # type: ignore[attr-defined]
+
+
+def test_a_refreshed_embedding_reaches_the_served_arrays_and_index() -> None:
+    small_social_city()
+    version = model_train(epochs=1, folds=1, activate=True)
+    embedding_set = embeddings_rebuild_start(version=version)
+    embeddings_chunk(set_id=embedding_set.pk, start=0, end=embedding_set.users)
+    embeddings_finish(set_id=embedding_set.pk)
+    assert EmbeddingSet.objects.get(pk=embedding_set.pk).status == "ready"
+    serving = store.current()
+    assert serving is not None
+    person = Profile.objects.order_by("user_id").first()
+    before, _ = serving.vectors(np.array([person.user_id]), "target")
+    # Move across town and change every interest.
+    person.location = Point(-79.70, 40.60, srid=4326)
+    person.interests = ["gaming", "nightlife"]
+    person.save()
+    assert user_embedding_refresh(user_id=person.user_id) is True
+    store._checked = 0.0
+    serving = store.current()
+    after, found = serving.vectors(np.array([person.user_id]), "target")
+    assert found[0] and not np.allclose(before, after)
+    assert person.user_id in serving.overlay
+    _, nearest = search(serving.index, after, 1)
+    assert nearest[0, 0] == person.user_id
+    assert cache.get(SERVING_SET_KEY).startswith(f"{embedding_set.pk}:")
+
+
+def test_no_served_set_means_nothing_to_refresh(alice: object) -> None:
+    assert user_embedding_refresh(user_id=alice.pk) is False  # type: ignore[attr-defined]

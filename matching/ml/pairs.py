@@ -64,12 +64,18 @@ def adamic_adar_weights(degree: np.ndarray) -> np.ndarray:
 class PairFeaturizer:
     """Precomputed sparse structure of a city, for pair features of one user against many."""
 
-    def __init__(self, data: CityData, user_features: np.ndarray) -> None:
+    def __init__(self, data: CityData, user_features: np.ndarray, *, venue_visitors: np.ndarray | None = None) -> None:
+        """``data`` may be a neighbourhood of the whole city (serving loads only the asker, their
+        friends, friends of friends and the candidates): degrees then come from
+        ``data.requests_accepted``, the person's accepted connections in the whole city, and
+        ``venue_visitors`` gives each venue's visitors in the whole city (default: counted here).
+        """
         n, m = data.n_users, data.n_venues
         self.lon, self.lat = data.lon, data.lat
         self.birth_year = data.birth_year
         self.friends = friend_matrix(data)
-        friend_degree = np.asarray(self.friends.sum(axis=0)).ravel()
+        # The larger of the two: equal on a whole city, the whole-city count on a neighbourhood.
+        friend_degree = np.maximum(np.asarray(self.friends.sum(axis=0)).ravel(), data.requests_accepted).astype(np.float64)
         self.friend_count = _log_cap(friend_degree.astype(np.float64), 1000.0)
         inverse_degree = np.divide(1.0, friend_degree, out=np.zeros(len(friend_degree)), where=friend_degree > 0)
         self.friends_ra = (self.friends @ sp.diags(inverse_degree)).tocsr()
@@ -81,7 +87,7 @@ class PairFeaturizer:
         )
         venues.data[:] = 1.0
         self.venues = venues.tocsr()
-        visitors = np.asarray(self.venues.sum(axis=0)).ravel()
+        visitors = np.asarray(self.venues.sum(axis=0)).ravel() if venue_visitors is None else np.asarray(venue_visitors, dtype=np.float64)
         self.venues_aa = (self.venues @ sp.diags(adamic_adar_weights(visitors))).tocsr()
         self.venue_count = _log_cap(np.asarray(self.venues.sum(axis=1)).ravel().astype(np.float64), 1000.0)
         activities, act_index = np.unique(data.join_activity, return_inverse=True)

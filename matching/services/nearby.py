@@ -11,8 +11,12 @@
    carries more than the cell (exact distances, rounded or noised per query, were trilaterated to
    metres in other products). Distances leave as buckets ("1-2 km").
 3. Similarity: with a published embedding set, the cosine of the asker's seed embedding with the
-   candidates' target embeddings, one matrix product for all of them; without one (no model yet),
-   rules: shared interests (Jaccard) and closeness in age. The response says which (``ranker``).
+   candidates' target embeddings, one matrix product for all of them; then the ranking head
+   re-ranks them with the pair features (mutual friends, common venues, co-location, interest
+   overlap ...), computed on the asker's neighbourhood of the graph with whole-city degrees, and
+   its scores, scaled to [0, 1] within the request, are the similarity. Without a model (none
+   trained yet), rules: shared interests (Jaccard) and closeness in age. The response says which
+   (``ranker``: "model" or "rules").
 4. Fusion: ``w_distance * distance_score + w_similarity * similarity`` (0.6 and 0.4 by default,
    seed 000 section 5.1), with ``distance_score = 1 - distance / radius``.
 5. Every returned person is logged as an impression with position, surface and model version.
@@ -155,6 +159,9 @@ def nearby_matches(
             cosine = targets @ mine[0]
             similarity = np.where(found, (cosine + 1.0) / 2.0, 0.0)
             ranker, version = "model", serving.version
+            reranked = _rerank(user.pk, ids, mine[0], targets, serving.version)
+            if reranked is not None:
+                similarity = np.where(found, reranked, 0.0)
     if similarity is None:
         union = np.array([len(my_interests | set(r[2] or [])) for r in rows], dtype=np.float64)
         jaccard = np.divide([len(s) for s in shared], union, out=np.zeros(len(rows)), where=union > 0)
@@ -181,3 +188,65 @@ def nearby_matches(
         for position, m in enumerate(matches)
     ])
     return NearbyResult(ranker=ranker, model_version=version, matches=matches)
+
+
+# Friends of friends beyond this many are not loaded for the pair features of one request.
+MAX_CONTEXT = 5_000
+
+
+def _context_ids(me: int, candidates: list[int]) -> list[int]:
+    """The asker, their friends and friends of friends (capped), and the candidates."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH f AS (
+                SELECT CASE WHEN from_user_id = %(me)s THEN to_user_id ELSE from_user_id END AS id
+                FROM users_connection WHERE status = 'accepted' AND (from_user_id = %(me)s OR to_user_id = %(me)s))
+            SELECT id FROM f
+            UNION
+            (SELECT CASE WHEN c.from_user_id = f.id THEN c.to_user_id ELSE c.from_user_id END
+             FROM f JOIN users_connection c ON c.status = 'accepted' AND (c.from_user_id = f.id OR c.to_user_id = f.id)
+             LIMIT %(cap)s)
+            """,
+            {"me": me, "cap": MAX_CONTEXT},
+        )
+        return sorted({me, *candidates, *(row[0] for row in cursor.fetchall())})
+
+
+def _venue_visitors(venue_ids: np.ndarray) -> np.ndarray:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT target_venue_id, count(DISTINCT actor_id) FROM matching_interaction
+               WHERE kind = 'visit' AND target_venue_id = ANY(%s) GROUP BY target_venue_id""",
+            [venue_ids.tolist()],
+        )
+        counts = dict(cursor.fetchall())
+    return np.array([counts.get(int(v), 0) for v in venue_ids], dtype=np.float64)
+
+
+def _rerank(me: int, candidates: np.ndarray, seed: np.ndarray, targets: np.ndarray, version: str) -> np.ndarray | None:
+    """Ranking-head scores of the candidates scaled to [0, 1], or None without the served model."""
+    from matching.services.registry import active_model
+
+    loaded = active_model()
+    if loaded is None or loaded.version.name != version:
+        return None
+    import torch
+
+    from matching.feature_store import load_city
+    from matching.ml.features import user_features
+    from matching.ml.pairs import PairFeaturizer
+
+    city = load_city(_context_ids(me, candidates.tolist()))
+    features = user_features(city, timezone.now().timestamp())
+    featurizer = PairFeaturizer(city, features, venue_visitors=_venue_visitors(city.venue_ids))
+    rows = np.searchsorted(city.user_ids, candidates)
+    pairs = featurizer.pair_features(int(np.searchsorted(city.user_ids, me)), rows)
+    with torch.no_grad():
+        logits = loaded.model.rank(
+            torch.from_numpy(np.repeat(seed[None, :], len(candidates), axis=0).astype(np.float32)),
+            torch.from_numpy(targets.astype(np.float32)), torch.from_numpy(pairs),
+        ).numpy()
+    # The head is trained listwise: its scores order candidates but carry no absolute scale.
+    spread = logits.max() - logits.min()
+    return (logits - logits.min()) / spread if spread > 0 else np.full(len(logits), 0.5)

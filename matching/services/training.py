@@ -85,7 +85,10 @@ def model_train(
     friends = np.column_stack([city.friend_u, city.friend_v])
 
     def build_featurizer(edges: np.ndarray) -> PairFeaturizer:
-        sub = dataclasses.replace(city, friend_u=edges[:, 0], friend_v=edges[:, 1])
+        # Degrees of the known graph only: a held-back edge must not count in anyone's degree.
+        degree = np.bincount(edges.ravel(), minlength=city.n_users).astype(np.float64)
+        sub = dataclasses.replace(city, friend_u=edges[:, 0], friend_v=edges[:, 1],
+                                  requests_total=degree, requests_accepted=degree)
         return PairFeaturizer(sub, features)
 
     inputs = UserInputs.build(city, features, model_config)

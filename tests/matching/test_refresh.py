@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from django.contrib.gis.geos import Point
 from django.core.cache import cache
+from django.test import Client
 
 from matching.ml.index import search
 from matching.models import EmbeddingSet
@@ -40,13 +41,32 @@ def test_changes_within_the_window_queue_one_refresh(alice: object) -> None:
     assert user_embedding_refresh_schedule(user_id=alice.pk) is False  # type: ignore[attr-defined]
 
 
-def test_a_refreshed_embedding_reaches_the_served_arrays_and_index() -> None:
+def served_city() -> EmbeddingSet:
+    """The small social city with a trained, active model and a ready embedding set (no worker)."""
     small_social_city()
     version = model_train(epochs=1, folds=1, activate=True)
     embedding_set = embeddings_rebuild_start(version=version)
     embeddings_chunk(set_id=embedding_set.pk, start=0, end=embedding_set.users)
     embeddings_finish(set_id=embedding_set.pk)
-    assert EmbeddingSet.objects.get(pk=embedding_set.pk).status == "ready"
+    embedding_set.refresh_from_db()
+    return embedding_set
+
+
+def test_nearby_is_reranked_by_the_ranking_head_when_a_model_is_served() -> None:
+    served_city()
+    me = Profile.objects.order_by("user_id").first().user
+    client = Client()
+    client.force_login(me)
+    body = client.get("/api/v1/matches/nearby/", {"radius_km": 20}).json()
+    assert body["ranker"] == "model" and body["model_version"] == "v1"
+    similarities = [r["similarity"] for r in body["results"]]
+    assert len(similarities) >= 2 and max(similarities) == 1.0 and min(similarities) == 0.0
+    assert all(0 <= r["score"] <= 1 for r in body["results"])
+
+
+def test_a_refreshed_embedding_reaches_the_served_arrays_and_index() -> None:
+    embedding_set = served_city()
+    assert embedding_set.status == "ready"
     serving = store.current()
     assert serving is not None
     person = Profile.objects.order_by("user_id").first()

@@ -4,7 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from matching.models import EmbeddingSet, Interaction, ModelVersion
+from matching.models import Audience, AudienceMember, EmbeddingSet, Interaction, ModelVersion
 
 # The registry imports PyTorch; admin actions import it when used, so that starting Django (every
 # manage.py command, every web process) does not pay for it.
@@ -95,3 +95,29 @@ class EmbeddingSetAdmin(admin.ModelAdmin):
 
         result = embeddings_rebuild_task.delay()
         self.message_user(request, f"Re-embedding queued (task {result.id}).", messages.INFO)
+
+
+class AudienceMemberInline(admin.TabularInline):
+    model = AudienceMember
+    extra = 0
+    fields = ("rank", "user", "score")
+    readonly_fields = fields
+    ordering = ("rank",)
+    can_delete = False
+
+    def get_queryset(self, request):  # type: ignore[no-untyped-def]
+        return super().get_queryset(request).select_related("user")
+
+
+@admin.register(Audience)
+class AudienceAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "status", "progress", "target_size", "model_version", "created_by", "created_at")
+    list_filter = ("status",)
+    readonly_fields = ("status", "progress", "model_version", "error", "created_by", "created_at", "finished_at", "csv")
+    inlines = (AudienceMemberInline,)
+
+    @admin.display(description="Members as CSV")
+    def csv(self, audience: Audience) -> str:
+        from django.utils.html import format_html
+
+        return format_html('<a href="/api/v1/audiences/{}/export.csv">download</a>', audience.pk) if audience.pk else "-"

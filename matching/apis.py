@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import csv
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from rest_framework.exceptions import NotFound, PermissionDenied
-from rest_framework.permissions import IsAdminUser
-
+from matching.models import Audience
+from matching.services.audiences import audience_create
 from matching.services.nearby import MAX_LIMIT, MAX_RADIUS_KM, NearbyError, nearby_matches
 from matching.services.similarity import similar_users, similarity_between
 from users.models import User
@@ -129,3 +133,90 @@ class SimilarUsersApi(APIView):
             "user_id": user_id, "model_version": version, "ranker": "model" if version else "rules",
             "results": [{"user_id": uid, "cosine": score} for uid, score in pairs],
         })
+
+
+class AudienceCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=120, required=False, default="")
+    seed_user_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=100_000)
+    target_size = serializers.IntegerField(min_value=1, max_value=1_000_000)
+    exclude_seeds = serializers.BooleanField(default=True)
+    min_score = serializers.FloatField(default=-1.0, min_value=-1.0, max_value=1.0)
+
+
+class AudienceMemberSerializer(serializers.Serializer):
+    user_id = serializers.IntegerField()
+    rank = serializers.IntegerField()
+    score = serializers.FloatField()
+
+
+class AudienceSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    status = serializers.CharField()
+    progress = serializers.FloatField()
+    target_size = serializers.IntegerField()
+    seeds = serializers.SerializerMethodField()
+    model_version = serializers.SerializerMethodField()
+    error = serializers.CharField()
+    member_count = serializers.SerializerMethodField()
+    members = serializers.SerializerMethodField()
+
+    def get_seeds(self, audience: Audience) -> int:
+        return len(audience.seed_user_ids)
+
+    def get_model_version(self, audience: Audience) -> str:
+        return audience.model_version.name if audience.model_version else ""
+
+    def get_member_count(self, audience: Audience) -> int:
+        return audience.members.count()
+
+    def get_members(self, audience: Audience) -> list[dict[str, object]]:
+        limit = self.context.get("limit", 100)
+        return AudienceMemberSerializer(audience.members.order_by("rank")[:limit], many=True).data
+
+
+class AudienceCreateApi(APIView):
+    """Build a look-alike audience from seed users (staff)."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(request=AudienceCreateSerializer, responses={201: AudienceSerializer})
+    def post(self, request: Request) -> Response:
+        body = AudienceCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            audience = audience_create(actor=request.user, **body.validated_data)
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from exc
+        except ValueError as exc:
+            return Response({"seed_user_ids": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(AudienceSerializer(audience).data, status=status.HTTP_201_CREATED)
+
+
+class AudienceDetailApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses=AudienceSerializer)
+    def get(self, request: Request, audience_id: int) -> Response:
+        audience = Audience.objects.select_related("model_version").filter(pk=audience_id).first()
+        if audience is None:
+            raise NotFound("No such audience.")
+        return Response(AudienceSerializer(audience).data)
+
+
+class AudienceExportApi(APIView):
+    """Members as CSV: rank, user id, username, score."""
+
+    permission_classes = [IsAdminUser]
+
+    def get(self, request: Request, audience_id: int) -> HttpResponse:
+        audience = Audience.objects.filter(pk=audience_id).first()
+        if audience is None:
+            raise NotFound("No such audience.")
+        response = HttpResponse(content_type="text/csv")
+        response["Content-Disposition"] = f'attachment; filename="audience-{audience.pk}.csv"'
+        writer = csv.writer(response)
+        writer.writerow(["rank", "user_id", "username", "score"])
+        for rank, user_id, username, score in audience.members.order_by("rank").values_list("rank", "user_id", "user__username", "score").iterator():
+            writer.writerow([rank, user_id, username, f"{score:.6f}"])
+        return response

@@ -7,6 +7,7 @@ sit above ``users`` in the app layering; lower apps record events through signal
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
@@ -159,3 +160,56 @@ class EmbeddingSet(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_version.name} #{self.pk} ({self.status})"
+
+
+class Audience(models.Model):
+    """A look-alike audience: people most like a seed list, scored by RALM's seed-set attention."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    name = models.CharField(max_length=120, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    seed_user_ids = ArrayField(models.BigIntegerField())
+    target_size = models.PositiveIntegerField()
+    exclude_seeds = models.BooleanField(default=True)
+    min_score = models.FloatField(default=-1.0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    progress = models.FloatField(default=0.0)
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(target_size__gte=1), name="audience_target_size_positive"),
+            models.CheckConstraint(condition=Q(progress__gte=0, progress__lte=1), name="audience_progress_range"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or f"Audience #{self.pk}"
+
+
+class AudienceMember(models.Model):
+    audience = models.ForeignKey(Audience, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    rank = models.PositiveIntegerField()
+    score = models.FloatField()
+
+    class Meta:
+        ordering = ["audience", "rank"]
+        constraints = [
+            models.UniqueConstraint(fields=["audience", "user"], name="audiencemember_unique"),
+        ]
+        indexes = [
+            # Members are read in rank order, a page at a time.
+            models.Index(fields=["audience", "rank"], name="audiencemember_rank"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.audience_id}: #{self.rank} {self.user_id}"

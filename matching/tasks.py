@@ -48,3 +48,12 @@ def user_embedding_refresh_task(self: object, user_id: int) -> bool:
     from matching.services.embeddings import user_embedding_refresh
 
     return user_embedding_refresh(user_id=user_id)
+
+
+@shared_task(bind=True, max_retries=0, acks_late=True)
+def audience_build_task(self: object, audience_id: int) -> dict[str, object]:
+    """Score everyone against an audience's seeds and store the ranked members."""
+    from matching.services.audiences import audience_build
+
+    audience = audience_build(audience_id=audience_id)
+    return {"audience": audience.pk, "status": audience.status}

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from activities.factories import ActivityFactory, CategoryFactory, InvitationFactory, ParticipationFactory, VenueFactory
 from activities.models import Activity, Invitation
-from matching.models import EmbeddingSet, Interaction, ModelVersion
+from matching.models import Audience, AudienceMember, EmbeddingSet, Interaction, ModelVersion
 from users.factories import AvailabilityFactory, BlockFactory, ConnectionFactory, ProfileFactory, UserFactory
 from users.models import LocationPing, User
 
@@ -47,6 +47,8 @@ def one_of_everything(staff: User) -> None:
         feature_schema_version="user-features-1", metrics={"rank_val_recall@20": 0.5},
     )
     EmbeddingSet.objects.create(model_version=version, users=3, chunks_total=1)
+    audience = Audience.objects.create(seed_user_ids=[profile.user.pk], target_size=5, model_version=version)
+    AudienceMember.objects.create(audience=audience, user=profile.user, rank=1, score=0.9)
 
 
 def admin_models() -> list[type]:

@@ -1,0 +1,93 @@
+"""Look-alike audiences: the API, the job (with progress), the CSV export, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from django.test import Client
+
+from matching.models import Audience
+from matching.serving import store
+from matching.services.audiences import audience_build
+from tests.matching.test_refresh import served_city
+from users.models import User
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def media(tmp_path: Path, settings: object) -> None:
+    settings.MEDIA_ROOT = tmp_path  # type: ignore[attr-defined]
+    cache.clear()
+    store.reset()
+
+
+def staff_client(staff: User) -> Client:
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+def test_audience_end_to_end_ranks_the_seeds_group_first(staff: User) -> None:
+    served_city()
+    people = list(User.objects.filter(profile__isnull=False).order_by("pk").values_list("pk", flat=True))
+    group_a, group_b = people[:8], people[8:16]
+    client = staff_client(staff)
+    response = client.post("/api/v1/audiences/", {"seed_user_ids": group_a[:4], "target_size": 6, "name": "A"},
+                           content_type="application/json")
+    assert response.status_code == 201, response.json()
+    audience_id = response.json()["id"]
+    assert response.json()["status"] == "pending"
+    audience_build(audience_id=audience_id)  # what the queued task runs
+    body = client.get(f"/api/v1/audiences/{audience_id}/").json()
+    assert body["status"] == "ready" and body["progress"] == 1.0 and body["model_version"] == "v1"
+    members = [m["user_id"] for m in body["members"]]
+    assert len(members) == 6 and not set(members) & set(group_a[:4])
+    assert [m["rank"] for m in body["members"]] == [1, 2, 3, 4, 5, 6]
+    scores = [m["score"] for m in body["members"]]
+    assert scores == sorted(scores, reverse=True)
+    export = client.get(f"/api/v1/audiences/{audience_id}/export.csv")
+    rows = list(csv.reader(io.StringIO(export.content.decode())))
+    assert rows[0] == ["rank", "user_id", "username", "score"] and len(rows) == 7
+    assert group_b  # the other group exists to be ranked below
+
+
+def test_audience_without_embeddings_fails_with_a_clear_error(staff: User, alice: User) -> None:
+    audience = Audience.objects.create(seed_user_ids=[alice.pk], target_size=3, created_by=staff)
+    with pytest.raises(RuntimeError, match="No embedding set is ready"):
+        audience_build(audience_id=audience.pk)
+    audience.refresh_from_db()
+    assert audience.status == "failed" and "No embedding set" in audience.error
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"seed_user_ids": [], "target_size": 5},
+        {"seed_user_ids": [1], "target_size": 0},
+        {"seed_user_ids": ["x"], "target_size": 5},
+        {"seed_user_ids": [1], "target_size": 5, "min_score": 3},
+    ],
+)
+def test_bad_audience_input_is_a_400_and_creates_nothing(staff: User, body: dict[str, object]) -> None:
+    response = staff_client(staff).post("/api/v1/audiences/", body, content_type="application/json")
+    assert response.status_code == 400
+    assert not Audience.objects.exists()
+
+
+def test_unknown_seed_ids_are_named(staff: User) -> None:
+    response = staff_client(staff).post("/api/v1/audiences/", {"seed_user_ids": [987654321], "target_size": 5},
+                                        content_type="application/json")
+    assert response.status_code == 400 and "987654321" in response.json()["seed_user_ids"][0]
+    assert not Audience.objects.exists()
+
+
+def test_audiences_are_staff_only(alice: User) -> None:
+    client = Client()
+    client.force_login(alice)
+    assert client.post("/api/v1/audiences/", {"seed_user_ids": [alice.pk], "target_size": 5},
+                       content_type="application/json").status_code == 403

@@ -10,6 +10,7 @@ Users are addressed by row index ``0..n-1``; ``user_ids`` maps a row to its data
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -24,6 +25,24 @@ KIND_CODE = {kind: code for code, kind in enumerate(EVENT_KINDS)}
 
 GENDERS: tuple[str, ...] = ("unspecified", "female", "male", "nonbinary")
 OCCUPATIONS: tuple[str, ...] = ("student", "professional", "service", "business", "other")
+
+
+class Laps:
+    """Wall-clock seconds per named step, added into ``timings`` when one is given (benchmarks).
+
+    Each call charges the time since the previous call (or since creation) to ``name``.
+    """
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.timings is None:
+            return
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self.last
+        self.last = now
 
 
 def _f64(n: int = 0) -> np.ndarray:

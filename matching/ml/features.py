@@ -66,13 +66,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 
-from matching.ml.data import EVENT_KINDS, KIND_CODE, CityData
+from matching.ml.data import EVENT_KINDS, KIND_CODE, CityData, Laps
 from matching.ml.geohash import encode_int
 
 INTERESTS = (
@@ -175,32 +176,75 @@ class FeatureConfig:
     history_days: float = 90.0  # pings older than this do not count for stability and radius
 
 
-def user_features(data: CityData, now: float, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+def user_features(
+    data: CityData, now: float, config: FeatureConfig = FeatureConfig(), *,
+    timings: dict[str, float] | None = None,
+) -> np.ndarray:
     """The ``(n_users, SCHEMA.dim)`` float32 feature matrix of every user in ``data``.
 
     ``now`` is the reference time in unix seconds (the request time, or the end of a dataset).
+    ``timings``, when given, receives the seconds spent per group (benchmarks).
+
+    Each group computes its columns in float64 and writes them straight into its float32 slice of
+    the result: every value is rounded to float32 once, and no (n, width) float64 copy of a group
+    is held (at a million users those copies cost more memory than the result itself).
     """
+    lap = Laps(timings)
     data.validate()
     n = data.n_users
-    out = np.zeros((n, SCHEMA.dim), dtype=np.float32)
     slices = SCHEMA.group_slices()
     recent = _recent_activity(data, now)
-    out[:, slices["geo"]] = _geo(data, now, config)
-    out[:, slices["behaviour"]] = _behaviour(data, now, config)
-    out[:, slices["social"]] = _social(data, now, recent)
-    out[:, slices["demographic"]] = _demographic(data, now)
-    out[:, slices["preference"]] = _preference(data)
-    # Nothing non-finite ever reaches a model.
-    np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+    lap("validate")
+    out = np.empty((n, SCHEMA.dim), dtype=np.float32)
+    # Touch every page once, in order: the groups write column by column, and a first touch by
+    # a column write would fault the pages in at random.
+    out.fill(0.0)
+    lap("allocate")
+    _geo(data, now, config, out[:, slices["geo"]])
+    lap("geo")
+    _behaviour(data, now, config, out[:, slices["behaviour"]])
+    lap("behaviour")
+    _social(data, now, recent, out[:, slices["social"]])
+    lap("social")
+    _demographic(data, now, out[:, slices["demographic"]])
+    lap("demographic")
+    _preference(data, out[:, slices["preference"]])
+    lap("preference")
+    # Nothing non-finite ever reaches a model (in blocks: nan_to_num makes masks of its input).
+    for start in range(0, n, _BLOCK_ROWS):
+        np.nan_to_num(out[start:start + _BLOCK_ROWS], copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+    lap("finite")
     return out
 
 
 # ----------------------------------------------------------------------------------------------
 # helpers on per-row arrays
 
+# Rows per block of the row-wise steps that would otherwise hold several (n, width) temporaries
+# at once (blending preferences, replacing non-finite values).
+_BLOCK_ROWS = 1 << 16
+# Users per block of the sums over visits (``_visit_blocks``), the largest temporaries.
+_USER_BLOCK = 1 << 18
+
 
 def _count(index: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
-    return np.bincount(index, weights=weights, minlength=n).astype(np.float64)[:n]
+    return np.bincount(index, weights=weights, minlength=n).astype(np.float64, copy=False)[:n]
+
+
+def _count2(
+    rows: np.ndarray, cols: np.ndarray, n: int, width: int, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """(n, width) float64 sums of ``weights`` (or counts) per (row, col) pair.
+
+    Equal to ``np.add.at(zeros, (rows, cols), weights)`` to the bit (both add in input order),
+    and several times faster.
+    """
+    flat = rows * width
+    flat += cols
+    if weights is None and len(flat) < n * width:
+        weights = np.ones(len(flat))  # float64 counts straight away, not int64 then a copy
+    sums = np.bincount(flat, weights=weights, minlength=n * width)
+    return sums.astype(np.float64, copy=False).reshape(n, width)
 
 
 def _log_cap(x: np.ndarray, cap: float) -> np.ndarray:
@@ -225,13 +269,70 @@ def _recent_activity(data: CityData, now: float) -> np.ndarray:
     return _count(data.event_user[mask], data.n_users) > 0
 
 
-# ----------------------------------------------------------------------------------------------
-# the groups
+def _visits(data: CityData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user row, venue row, weight) of the visits to known venues.
+
+    When every event is one, these are the columns themselves, not copies.
+    """
+    visits = (data.event_kind == KIND_CODE["visit"]) & (data.event_venue >= 0)
+    if visits.all():
+        return data.event_user, data.event_venue, data.event_weight
+    return data.event_user[visits], data.event_venue[visits], data.event_weight[visits]
 
 
-def _geo(data: CityData, now: float, config: FeatureConfig) -> np.ndarray:
+def _visit_blocks(data: CityData) -> Iterator[tuple[slice, np.ndarray, np.ndarray, np.ndarray]]:
+    """(users, user row - users.start, venue row, weight) of the visits of each block of users.
+
+    Per-user sums over a block's visits see the same visits in the same order as one pass over
+    everyone, so they are equal to the bit; the temporaries are a block's, not the population's.
+    """
     n = data.n_users
-    cols = np.zeros((n, len(SCHEMA.groups[0][1])), dtype=np.float64)
+    vu, vv, vw = _visits(data)
+    for start in range(0, n, _USER_BLOCK):
+        users = slice(start, min(start + _USER_BLOCK, n))
+        if users.start == 0 and users.stop == n:
+            yield users, vu, vv, vw
+            return
+        mine = (vu >= users.start) & (vu < users.stop)
+        yield users, vu[mine] - users.start, vv[mine], vw[mine]
+
+
+def _visited_place_types(
+    data: CityData, users: slice, vu: np.ndarray, vv: np.ndarray, vw: np.ndarray
+) -> np.ndarray:
+    """(users, 15) visit weight per place type of the visited venue (visits from _visit_blocks)."""
+    ptype = data.venue_place_type[vv] if len(vv) else np.zeros(0, dtype=np.int64)
+    typed = ptype >= 0
+    if not typed.all():
+        vu, ptype, vw = vu[typed], ptype[typed], vw[typed]
+    return _count2(vu, ptype, users.stop - users.start, len(PLACE_TYPES), vw)
+
+
+def _ping_spread(
+    data: CityData, now: float, config: FeatureConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(has history, RMS distance, max distance in km) of each user's recent pings from their
+    mean centre."""
+    n = data.n_users
+    recent = (data.ping_time > now - config.history_days * DAY) & (data.ping_time <= now)
+    pu, plon, plat = data.ping_user[recent], data.ping_lon[recent], data.ping_lat[recent]
+    count = _count(pu, n)
+    safe = np.maximum(count, 1.0)
+    clon = _count(pu, n, plon) / safe
+    clat = _count(pu, n, plat) / safe
+    dx, dy = _local_km(plon, plat, clon[pu], clat[pu])
+    dist = np.hypot(dx, dy)
+    rms = np.sqrt(_count(pu, n, dist**2) / safe)
+    radius = np.zeros(n)
+    np.maximum.at(radius, pu, dist)
+    return count > 0, rms, radius
+
+
+# ----------------------------------------------------------------------------------------------
+# the groups: each fills ``cols``, its (n, width) float32 slice of the result (zeros on entry)
+
+
+def _geo(data: CityData, now: float, config: FeatureConfig, cols: np.ndarray) -> None:
     known = np.isfinite(data.lon) & np.isfinite(data.lat)
     lat = np.where(known, data.lat, 0.0)
     lon = np.where(known, data.lon, 0.0)
@@ -243,45 +344,37 @@ def _geo(data: CityData, now: float, config: FeatureConfig) -> np.ndarray:
     cols[:, 4] = ((code9 >> 5) & 31) / 32.0
     cols[:, 5] = (code9 & 31) / 32.0
     cols[~known, 2:6] = 0.0
+    del lat, lon, code9
 
     # Stability and radius from the recent location history around its mean centre.
-    recent = (data.ping_time > now - config.history_days * DAY) & (data.ping_time <= now)
-    pu, plon, plat = data.ping_user[recent], data.ping_lon[recent], data.ping_lat[recent]
-    count = _count(pu, n)
-    has_history = count > 0
-    safe = np.maximum(count, 1.0)
-    clon = _count(pu, n, plon) / safe
-    clat = _count(pu, n, plat) / safe
-    dx, dy = _local_km(plon, plat, clon[pu], clat[pu])
-    dist = np.hypot(dx, dy)
-    rms = np.sqrt(_count(pu, n, dist**2) / safe)
-    radius = np.zeros(n)
-    np.maximum.at(radius, pu, dist)
+    has_history, rms, radius = _ping_spread(data, now, config)
     cols[:, 6] = np.where(has_history, 1.0 / (1.0 + rms), 0.0)
     cols[:, 7] = np.where(has_history, _log_cap(radius, 100.0), 0.0)
 
     # Where people go: shares of visit weight by the venue's place type.
-    visits = (data.event_kind == KIND_CODE["visit"]) & (data.event_venue >= 0)
-    vu, vv, vw = data.event_user[visits], data.event_venue[visits], data.event_weight[visits]
-    ptype = data.venue_place_type[vv] if len(vv) else np.zeros(0, dtype=np.int64)
-    typed = ptype >= 0
-    shares = np.zeros((n, len(PLACE_TYPES)))
-    np.add.at(shares, (vu[typed], ptype[typed]), vw[typed])
-    total = shares.sum(axis=1, keepdims=True)
-    cols[:, 8:8 + len(PLACE_TYPES)] = np.divide(shares, total, out=np.zeros_like(shares), where=total > 0)
+    for users, vu, vv, vw in _visit_blocks(data):
+        shares = _visited_place_types(data, users, vu, vv, vw)
+        total = shares.sum(axis=1, keepdims=True)
+        np.divide(shares, total, out=shares, where=total > 0)
+        shares[~(total[:, 0] > 0)] = 0.0
+        cols[users, 8:8 + len(PLACE_TYPES)] = shares
     cols[:, -2] = known
     cols[:, -1] = has_history
-    return cols
 
 
-def _behaviour(data: CityData, now: float, config: FeatureConfig) -> np.ndarray:
+def _behaviour(data: CityData, now: float, config: FeatureConfig, cols: np.ndarray) -> None:
     n = data.n_users
-    cols = np.zeros((n, len(SCHEMA.groups[1][1])), dtype=np.float64)
     past = data.event_time <= now
-    eu, ek, et = data.event_user[past], data.event_kind[past], data.event_time[past]
-    hour = np.floor(np.mod(et, DAY) / 3600.0).astype(np.int64)
+    eu, ek, et = data.event_user, data.event_kind, data.event_time
+    if not past.all():
+        eu, ek, et = eu[past], ek[past], et[past]
+    hour = np.mod(et, DAY)
+    hour /= 3600.0
+    np.floor(hour, out=hour)
     # 0 morning 06-12, 1 afternoon 12-18, 2 evening 18-24, 3 night 00-06
-    part = np.select([hour < 6, hour < 12, hour < 18], [3, 0, 1], default=2)
+    part = np.select([hour < 6, hour < 12, hour < 18], [np.int8(3), np.int8(0), np.int8(1)],
+                     default=np.int8(2))
+    del hour
     n_kinds = len(EVENT_KINDS)
     for i, w in enumerate(WINDOWS_DAYS):
         m = et > now - w * DAY
@@ -290,8 +383,7 @@ def _behaviour(data: CityData, now: float, config: FeatureConfig) -> np.ndarray:
         # Distinct kinds per user: count distinct (user, kind) pairs.
         pairs = np.unique(u * n_kinds + k)
         distinct = _count(pairs // n_kinds, n)
-        tod = np.zeros((n, 4))
-        np.add.at(tod, (u, p), 1.0)
+        tod = _count2(u, p, n, 4)
         base = 6 * i
         cols[:, base] = _log_cap(count, 100.0)
         cols[:, base + 1] = distinct / n_kinds
@@ -305,32 +397,35 @@ def _behaviour(data: CityData, now: float, config: FeatureConfig) -> np.ndarray:
     new_session = np.ones(len(u), dtype=bool)
     if len(u) > 1:
         new_session[1:] = (u[1:] != u[:-1]) | (t[1:] - t[:-1] > SESSION_GAP_S)
-    session_id = np.cumsum(new_session) - 1
-    n_sessions = int(session_id[-1]) + 1 if len(u) else 0
-    start = np.full(n_sessions, np.inf)
-    end = np.full(n_sessions, -np.inf)
-    np.minimum.at(start, session_id, t)
-    np.maximum.at(end, session_id, t)
-    session_user = u[new_session]
+    # Events are sorted by user, then time: a session starts at its first event, ends at its last.
+    first = np.flatnonzero(new_session)
+    last = np.append(first[1:] - 1, len(u) - 1) if len(first) else first
+    session_user = u[first]
     # A session of one event still took a minute of someone's time.
-    minutes = np.maximum((end - start) / 60.0, 1.0) if n_sessions else np.zeros(0)
+    minutes = np.maximum((t[last] - t[first]) / 60.0, 1.0)
     cols[:, 18] = np.minimum(_count(session_user, n, minutes) / 30.0 / 1440.0, 1.0)
     cols[:, 19] = np.minimum(_count(session_user, n) / 30.0 / 50.0, 1.0)
 
-    days_ago = np.maximum(now - et, 0.0) / DAY
-    decayed = _count(eu, n, np.power(config.decay_per_day, days_ago))
+    decay = now - et  # days ago, then the decay weight, in place
+    np.maximum(decay, 0.0, out=decay)
+    decay /= DAY
+    np.power(config.decay_per_day, decay, out=decay)
+    decayed = _count(eu, n, decay)
+    del decay
     cols[:, 20] = _log_cap(decayed, 100.0)
     cols[:, 21] = _count(eu, n) > 0
-    return cols
 
 
 def friend_matrix(data: CityData) -> sp.csr_matrix:
     """Symmetric 0/1 adjacency of accepted connections, (n, n) CSR."""
     n = data.n_users
-    u = np.concatenate([data.friend_u, data.friend_v])
-    v = np.concatenate([data.friend_v, data.friend_u])
+    index = np.int32 if n < 2**31 else np.int64  # what scipy would convert the indices to
+    u = np.concatenate([data.friend_u, data.friend_v], dtype=index)
+    v = np.concatenate([data.friend_v, data.friend_u], dtype=index)
     keep = u != v
-    adj = sp.csr_matrix((np.ones(int(keep.sum()), dtype=np.float32), (u[keep], v[keep])), shape=(n, n))
+    if not keep.all():
+        u, v = u[keep], v[keep]
+    adj = sp.csr_matrix((np.ones(len(u), dtype=np.float32), (u, v)), shape=(n, n))
     adj.data[:] = 1.0  # a pair listed twice is still one friendship
     return adj
 
@@ -343,18 +438,22 @@ def _triangles(adj: sp.csr_matrix, chunk: int = 250_000) -> np.ndarray:
     O(chunk * degree) instead of the O(n * degree^2) of squaring the adjacency matrix.
     """
     n = adj.shape[0]
-    upper = sp.triu(adj, k=1).tocoo()
+    # The upper triangle's edges in storage order (what sp.triu(adj, k=1) keeps, without a copy
+    # of the whole matrix in COO form).
+    row = np.repeat(np.arange(n, dtype=adj.indices.dtype), np.diff(adj.indptr))
+    upper = adj.indices > row
+    rows, cols = row[upper], adj.indices[upper]
+    del row, upper
     per_user = np.zeros(n)
-    for start in range(0, upper.nnz, chunk):
-        r, c = upper.row[start:start + chunk], upper.col[start:start + chunk]
+    for start in range(0, len(rows), chunk):
+        r, c = rows[start:start + chunk], cols[start:start + chunk]
         common = np.asarray(adj[r].multiply(adj[c]).sum(axis=1)).ravel()
         per_user += np.bincount(r, weights=common, minlength=n) + np.bincount(c, weights=common, minlength=n)
     return per_user / 2.0
 
 
-def _social(data: CityData, now: float, recent: np.ndarray) -> np.ndarray:
+def _social(data: CityData, now: float, recent: np.ndarray, cols: np.ndarray) -> None:
     n = data.n_users
-    cols = np.zeros((n, len(SCHEMA.groups[2][1])), dtype=np.float64)
     adj = friend_matrix(data)
     degree = np.asarray(adj.sum(axis=1)).ravel().astype(np.float64)
     cols[:, 0] = _log_cap(degree, 1000.0)
@@ -374,12 +473,10 @@ def _social(data: CityData, now: float, recent: np.ndarray) -> np.ndarray:
     active_friends = adj @ recent.astype(np.float64)
     cols[:, 8] = np.divide(active_friends, degree, out=np.zeros(n), where=degree > 0)
     cols[:, 9] = degree > 0
-    return cols
 
 
-def _demographic(data: CityData, now: float) -> np.ndarray:
+def _demographic(data: CityData, now: float, cols: np.ndarray) -> None:
     n = data.n_users
-    cols = np.zeros((n, len(SCHEMA.groups[3][1])), dtype=np.float64)
     year = dt.datetime.fromtimestamp(now, tz=dt.UTC).year
     known_age = np.isfinite(data.birth_year)
     age = np.where(known_age, year - np.nan_to_num(data.birth_year), 0.0)
@@ -402,52 +499,106 @@ def _demographic(data: CityData, now: float) -> np.ndarray:
     )
     cols[~has, :15] = 0.0
     cols[:, 15] = has
-    return cols
 
 
-def _blend(*sources: np.ndarray) -> np.ndarray:
-    """Mean of the sources a person has (a row of zeros is an absent source), max-normalised."""
-    scaled = [_max_normalise(s.astype(np.float64)) for s in sources]
-    present = sum((s.max(axis=1) > 0).astype(np.float64) for s in scaled)
-    total = sum(scaled)
-    return np.divide(total, present[:, None], out=np.zeros_like(total), where=present[:, None] > 0)
+def _blend(out: np.ndarray, *sources: np.ndarray) -> None:
+    """Mean of the sources a person has (a row of zeros is an absent source), max-normalised.
+
+    Row-wise, so it runs in blocks of rows: its float64 temporaries stay a few MB.
+    """
+    for start in range(0, len(out), _BLOCK_ROWS):
+        rows = slice(start, start + _BLOCK_ROWS)
+        scaled = [_max_normalise(s[rows].astype(np.float64)) for s in sources]
+        present = sum((s.max(axis=1) > 0).astype(np.float64) for s in scaled)
+        total = sum(scaled)
+        out[rows] = np.divide(total, present[:, None], out=np.zeros_like(total), where=present[:, None] > 0)
 
 
-def _preference(data: CityData) -> np.ndarray:
+def _visited_interests(
+    data: CityData, users: slice, vu: np.ndarray, vv: np.ndarray, vw: np.ndarray
+) -> np.ndarray:
+    """(users, 20) visit weight spread over each visited venue's interests, plus activities joined.
+
+    Visits as from ``_visit_blocks``. Only the venue's nonzero interests are expanded (one or two
+    per venue, not 20), and the sums run in event order, so the result equals adding
+    ``venue_interests[venue] * weight`` per visit, to the bit.
+    """
+    n, width = users.stop - users.start, len(INTERESTS)
+    per_venue = sp.csr_matrix(data.venue_interests)
+    starts = per_venue.indptr[vv]
+    per_visit = per_venue.indptr[vv + 1] - starts
+    # Entry j of visit i is nonzero number starts[i] + j of the venue matrix.
+    offsets = np.cumsum(per_visit) - per_visit
+    entry = np.arange(int(per_visit.sum())) - np.repeat(offsets - starts, per_visit)
+    del starts, offsets
+    weight = per_venue.data[entry].astype(np.float64)
+    weight *= np.repeat(vw, per_visit)
+    flat = np.repeat(vu * width, per_visit)
+    flat += per_venue.indices[entry]
+    del entry
+    # (bincount of nothing is int64 even with weights: hence the no-copy cast.)
+    visited = np.bincount(flat, weights=weight, minlength=n * width).astype(np.float64, copy=False)
+    visited = visited.reshape(n, width)
+    del flat, weight
+    # + joined activities' interests: a count per (user, interest), added once per pair.
+    mine = (data.join_user >= users.start) & (data.join_user < users.stop)
+    has_interest = mine & (data.join_interest >= 0)
+    joined = sp.coo_matrix(
+        (np.ones(int(has_interest.sum())),
+         (data.join_user[has_interest] - users.start, data.join_interest[has_interest])),
+        shape=(n, width),
+    )
+    joined.sum_duplicates()
+    visited[joined.row, joined.col] += joined.data
+    return visited
+
+
+def _event_times(data: CityData) -> np.ndarray:
+    """(n, 6) events per weekday/weekend and season, in the order of TIME_PREFERENCES."""
     n = data.n_users
-    visits = (data.event_kind == KIND_CODE["visit"]) & (data.event_venue >= 0)
-    vu, vv, vw = data.event_user[visits], data.event_venue[visits], data.event_weight[visits]
-    # Interests from behaviour: visit weight spread over the venue's interests, plus joined activities.
-    visited_interests = np.zeros((n, len(INTERESTS)))
-    if len(vu):
-        np.add.at(visited_interests, vu, data.venue_interests[vv] * vw[:, None])
-    joined_interests = np.zeros((n, len(INTERESTS)))
-    has_interest = data.join_interest >= 0
-    np.add.at(joined_interests, (data.join_user[has_interest], data.join_interest[has_interest]), 1.0)
-    joined_types = np.zeros((n, len(ACTIVITY_TYPES)))
-    np.add.at(joined_types, (data.join_user, data.join_activity_type), 1.0)
-    visited_places = np.zeros((n, len(PLACE_TYPES)))
-    ptype = data.venue_place_type[vv] if len(vv) else np.zeros(0, dtype=np.int64)
-    typed = ptype >= 0
-    np.add.at(visited_places, (vu[typed], ptype[typed]), vw[typed])
+    if not len(data.event_time):
+        return np.zeros((n, len(TIME_PREFERENCES)))
+    # Counts, so the columns can be filled one by one; the arithmetic runs in place.
+    users = data.event_user
+    when = np.zeros((n, len(TIME_PREFERENCES)))
+    weekday = np.floor(data.event_time / DAY).astype(np.int64)  # days since 1970-01-01 ...
+    weekday += 3  # ... a Thursday (3 with Monday = 0)
+    weekday %= 7
+    weekend = weekday >= 5
+    del weekday
+    when[:, 0] = _count(users[~weekend], n)
+    when[:, 1] = _count(users[weekend], n)
+    del weekend
+    season = np.array(data.event_time, dtype="datetime64[s]").astype("datetime64[M]").view(np.int64)
+    season %= 12  # the month, 0 = January
+    season += 1
+    season //= 3
+    season %= 4  # 0 winter (Dec-Feb), 1 spring, 2 summer, 3 autumn
+    season += 3
+    season %= 4  # columns 2..5: spring, summer, autumn, winter
+    for j in range(4):
+        when[:, 2 + j] = _count(users[season == j], n)
+    return when
+
+
+def _preference(data: CityData, cols: np.ndarray) -> None:
+    """Blend each profile choice with its behaviour source, one source at a time (memory).
+
+    Sources of visits, the largest, go in blocks of users (``_visit_blocks``).
+    """
+    n = data.n_users
+    for users, vu, vv, vw in _visit_blocks(data):
+        _blend(cols[users, 0:20], data.profile_interests[users],
+               _visited_interests(data, users, vu, vv, vw))
+        _blend(cols[users, 30:45], data.profile_place_types[users],
+               _visited_place_types(data, users, vu, vv, vw))
+    _blend(cols[:, 20:30], data.profile_activity_types,
+           _count2(data.join_user, data.join_activity_type, n, len(ACTIVITY_TYPES)))
     # Time preferences from behaviour: weekday/weekend and season of each event (northern
     # hemisphere seasons: spring = Mar-May ...).
-    when = np.zeros((n, len(TIME_PREFERENCES)))
-    if len(data.event_time):
-        days = np.floor(data.event_time / DAY).astype(np.int64)
-        weekday = (days + 3) % 7  # 1970-01-01 was a Thursday (3 with Monday = 0)
-        np.add.at(when, (data.event_user, np.where(weekday >= 5, 1, 0)), 1.0)
-        month = np.array(data.event_time, dtype="datetime64[s]").astype("datetime64[M]").astype(np.int64) % 12
-        season = ((month + 1) // 3) % 4  # 0 winter (Dec-Feb), 1 spring, 2 summer, 3 autumn
-        season_col = 2 + (season + 3) % 4  # columns: spring 2, summer 3, autumn 4, winter 5
-        np.add.at(when, (data.event_user, season_col), 1.0)
-    return np.hstack([
-        _blend(data.profile_interests, visited_interests + joined_interests),
-        _blend(data.profile_activity_types, joined_types),
-        _blend(data.profile_place_types, visited_places),
-        _blend(data.profile_time_prefs[:, :2], when[:, :2]),
-        _blend(data.profile_time_prefs[:, 2:], when[:, 2:]),
-    ])
+    when = _event_times(data)
+    _blend(cols[:, 45:47], data.profile_time_prefs[:, :2], when[:, :2])
+    _blend(cols[:, 47:51], data.profile_time_prefs[:, 2:], when[:, 2:])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ the model of ``default_model_config`` for them, and times three things, each rep
    friendships as an epoch draws them (positives of very popular people down-sampled, shuffled).
 2. ``inference_users_per_second``: the target tower alone in eval mode under
    ``torch.inference_mode``, over all N users in batches of ``--batch`` rows whose inputs were
-   built beforehand; ``inference_with_inputs_users_per_second`` also builds each batch's inputs,
-   as ``embed_users`` does.
+   built beforehand (passes repeated until a run has lasted a second);
+   ``inference_with_inputs_users_per_second`` also builds each batch's inputs, as ``embed_users``
+   does.
 3. ``dense_only_users_per_second``: the tower's DNN block (Linear, BatchNorm, ReLU, Dropout;
    128-256-128) alone on (batch, fields x token width) inputs: a reference for how much of the
    tower the attention layers and the embeddings cost.
@@ -23,10 +24,15 @@ venue bag per user of median 16 and mean 26 members (log-normal), friend degrees
 mean 11 with 24% of people friendless (a log-normal configuration graph), 124 feature columns of
 which about a quarter are non-zero, and ``max(5000, N / 40)`` venues (yelp-small has 5,255 for
 1,000 users; generate_city 25,000 for 1,000,000). ``--lbsn DIR`` reads a real dataset instead
-(inference then tiles its users up to N rows).
+(inference then tiles its users up to N rows). Training batches of real data are the harder
+case: there the people with many friends also visited many venues, and a yelp-small batch of
+1,024 pairs carries ~60,000 venue and ~80,000 friend bag members per side, against ~20,000 and
+~35,000 here.
 
-The machine is shared: the load average before and after each part goes into the output, so a
-figure measured next to someone else's job can be recognised as such.
+The machine may be shared, and two-thread PyTorch slows down many times over when another process
+takes one of two cores. Each run therefore records how many cores other processes kept busy
+meanwhile (``/proc/stat`` less this process's own CPU time); the table gives the median of all
+runs and the median of the quiet ones (others below 0.1 core), and the JSON keeps every run.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import time
@@ -50,6 +57,8 @@ from matching.ml.inputs import UserInputs, cell_buckets
 from matching.ml.model import RALM, ModelConfig, TowerInput, default_model_config
 from matching.ml.train import TrainConfig, directed, downsample_popular, tower_optimizer, tower_train_step
 
+MIN_SECONDS = 1.0  # each inference run lasts at least this long, so its CPU accounting is exact enough
+QUIET_CORES = 0.1  # a run during which other processes kept less than this busy counts as quiet
 GOALS = {
     "train_pairs_per_second": 20_000.0,
     "inference_users_per_second": 200_000.0,
@@ -116,7 +125,7 @@ class Command(BaseCommand):
         )
         results["dense_only"] = self._time(
             "dense_only_users_per_second", options["repeat"],
-            lambda: _dense_rate(model, len(rows), options["batch"]),
+            lambda: _dense_rate(model, options["batch"]),
         )
         for part in ("train", "inference", "inference_with_inputs", "dense_only"):
             if part in results:
@@ -129,22 +138,39 @@ class Command(BaseCommand):
     def _time(self, name: str, repeat: int, measure) -> dict[str, Any]:
         load_before = os.getloadavg()[0]
         measure()  # warm-up: allocator, thread pool, first-call dispatch
-        runs = [measure() for _ in range(repeat)]
+        runs, others, faults = [], [], []
+        for _ in range(repeat):
+            faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            with _OtherProcesses() as busy:
+                runs.append(measure())
+            others.append(busy.cores)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before)
+        quiet = [r for r, o in zip(runs, others, strict=True) if o is not None and o < QUIET_CORES]
         part = {
             "name": name,
             "median": statistics.median(runs),
             "min": min(runs),
             "max": max(runs),
             "runs": runs,
+            # Cores other processes kept busy during each run (None where /proc/stat is missing).
+            "other_processes_cores": others,
+            "quiet_median": statistics.median(quiet) if quiet else None,
+            # Minor page faults per run: memory the C allocator gave back and took again (a cost
+            # that depends on the allocator's settings, see docs/BENCHMARKS.md).
+            "page_faults": faults,
+            "quiet_runs": len(quiet),
             "load_average_before": load_before,
             "load_average_after": os.getloadavg()[0],
         }
-        self.stderr.write(f"{name}: median {part['median']:,.0f} (min {part['min']:,.0f}, max {part['max']:,.0f})")
+        quiet_text = f", {part['quiet_median']:,.0f} over {len(quiet)} quiet runs" if quiet else ", no quiet run"
+        self.stderr.write(
+            f"{name}: median {part['median']:,.0f} (min {part['min']:,.0f}, max {part['max']:,.0f}){quiet_text}"
+        )
         return part
 
     def _table(self, results: dict[str, Any]) -> None:
-        self.stdout.write("| measure | goal | median | min | max | load avg |")
-        self.stdout.write("| --- | ---: | ---: | ---: | ---: | ---: |")
+        self.stdout.write("| measure | goal | median | min | max | quiet runs: median | others' cores |")
+        self.stdout.write("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for part in ("train", "inference", "inference_with_inputs", "dense_only"):
             if part not in results:
                 continue
@@ -152,9 +178,12 @@ class Command(BaseCommand):
             goal = GOALS.get(r["name"])
             goal_text = f">= {goal:,.0f}" if goal else "(reference)"
             verdict = "" if goal is None else (" (met)" if r["median"] >= goal else " (missed)")
+            quiet = f"{r['quiet_runs']}: {r['quiet_median']:,.0f}" if r["quiet_median"] is not None else "0: -"
+            busy = [o for o in r["other_processes_cores"] if o is not None]
+            busy_text = f"{min(busy):.2f} to {max(busy):.2f}" if busy else "?"
             self.stdout.write(
                 f"| {r['name']} | {goal_text} | {r['median']:,.0f}{verdict} | {r['min']:,.0f} | {r['max']:,.0f} | "
-                f"{r['load_average_before']:.1f} to {r['load_average_after']:.1f} |"
+                f"{quiet} | {busy_text} |"
             )
         m = results["machine"]
         self.stdout.write(
@@ -257,28 +286,61 @@ class _Trainer:
 
 
 def _inference_rate(model: RALM, inputs: UserInputs, batches: list[np.ndarray], *, prebuilt: bool) -> float:
+    """Users per second of the target tower over all batches, passed over again until
+    ``MIN_SECONDS`` have gone by."""
     tower = model.target_tower.eval()
     config = model.config
     with torch.inference_mode():
         built: list[TowerInput] = [inputs.batch(rows, config) for rows in batches] if prebuilt else []
-        started = time.perf_counter()
-        for i, rows in enumerate(batches):
-            tower(built[i] if prebuilt else inputs.batch(rows, config))
+        users, started = 0, time.perf_counter()
+        while time.perf_counter() - started < MIN_SECONDS:
+            for i, rows in enumerate(batches):
+                tower(built[i] if prebuilt else inputs.batch(rows, config))
+                users += len(rows)
         seconds = time.perf_counter() - started
-    return sum(len(rows) for rows in batches) / seconds
+    return users / seconds
 
 
-def _dense_rate(model: RALM, users: int, batch: int) -> float:
+def _dense_rate(model: RALM, batch: int) -> float:
     tower = model.target_tower.eval()
-    width = tower.config.n_fields * tower.config.token_dim
-    x = torch.randn(min(batch, users), width)
-    rounds = max(1, users // len(x))
+    x = torch.randn(batch, tower.config.n_fields * tower.config.token_dim)
     with torch.inference_mode():
-        started = time.perf_counter()
-        for _ in range(rounds):
+        users, started = 0, time.perf_counter()
+        while time.perf_counter() - started < MIN_SECONDS:
             tower.dnn(x)
+            users += batch
         seconds = time.perf_counter() - started
-    return rounds * len(x) / seconds
+    return users / seconds
+
+
+class _OtherProcesses:
+    """Cores that processes other than this one kept busy over a ``with`` block, from
+    ``/proc/stat`` less this process's own CPU time; ``cores`` is None off Linux."""
+
+    cores: float | None = None
+
+    def __enter__(self) -> _OtherProcesses:
+        self._start = (_busy_jiffies(), os.times(), time.perf_counter())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy, own, wall = _busy_jiffies(), os.times(), time.perf_counter()
+        busy0, own0, wall0 = self._start
+        if busy is None or busy0 is None or wall <= wall0:
+            return
+        ticks = os.sysconf("SC_CLK_TCK")
+        own_seconds = (own.user - own0.user) + (own.system - own0.system)
+        self.cores = max(0.0, ((busy - busy0) / ticks - own_seconds) / (wall - wall0))
+
+
+def _busy_jiffies() -> int | None:
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal ...: everything but idle and iowait
+    return sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)
 
 
 def _machine() -> dict[str, Any]:

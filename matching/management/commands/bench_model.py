@@ -82,12 +82,15 @@ class Command(BaseCommand):
         parser.add_argument("--lbsn", type=Path, help="use this LBSN dataset directory instead of synthetic users")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--skip-train", action="store_true", help="time inference only")
+        parser.add_argument("--skip-inference", action="store_true", help="time training only")
         parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure to FILE")
 
     def handle(self, *args: Any, **options: Any) -> None:
         for name in ("users", "repeat", "steps", "batch"):
             if options[name] < 1:
                 raise CommandError(f"--{name} must be at least 1")
+        if options["skip_train"] and options["skip_inference"]:
+            raise CommandError("--skip-train and --skip-inference leave nothing to time")
         if options["threads"] is not None:
             if options["threads"] < 1:
                 raise CommandError("--threads must be at least 1")
@@ -113,20 +116,21 @@ class Command(BaseCommand):
             results["train"] = self._time(
                 "train_pairs_per_second", options["repeat"], lambda: trainer.rate(options["steps"]),
             )
-        rows = np.resize(np.arange(inputs.n_users), options["users"])
-        batches = [rows[s:s + options["batch"]] for s in range(0, len(rows), options["batch"])]
-        results["inference"] = self._time(
-            "inference_users_per_second", options["repeat"],
-            lambda: _inference_rate(model, inputs, batches, prebuilt=True),
-        )
-        results["inference_with_inputs"] = self._time(
-            "inference_with_inputs_users_per_second", options["repeat"],
-            lambda: _inference_rate(model, inputs, batches, prebuilt=False),
-        )
-        results["dense_only"] = self._time(
-            "dense_only_users_per_second", options["repeat"],
-            lambda: _dense_rate(model, options["batch"]),
-        )
+        if not options["skip_inference"]:
+            rows = np.resize(np.arange(inputs.n_users), options["users"])
+            batches = [rows[s:s + options["batch"]] for s in range(0, len(rows), options["batch"])]
+            results["inference"] = self._time(
+                "inference_users_per_second", options["repeat"],
+                lambda: _inference_rate(model, inputs, batches, prebuilt=True),
+            )
+            results["inference_with_inputs"] = self._time(
+                "inference_with_inputs_users_per_second", options["repeat"],
+                lambda: _inference_rate(model, inputs, batches, prebuilt=False),
+            )
+            results["dense_only"] = self._time(
+                "dense_only_users_per_second", options["repeat"],
+                lambda: _dense_rate(model, options["batch"]),
+            )
         for part in ("train", "inference", "inference_with_inputs", "dense_only"):
             if part in results:
                 results[results[part]["name"]] = results[part]["median"]

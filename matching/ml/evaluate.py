@@ -32,7 +32,7 @@ import scipy.sparse as sp
 import torch
 
 from matching.lbsn import LbsnDataset, read_lbsn, unique_friend_pairs
-from matching.ml.features import SCHEMA, user_features
+from matching.ml.features import SCHEMA, adjacency, user_features
 from matching.ml.inputs import UserInputs
 from matching.ml.lbsn_data import city_from_lbsn, dataset_now
 from matching.ml.model import ModelConfig, default_model_config
@@ -122,14 +122,6 @@ def split_edges(friends: np.ndarray, holdout: float, seed: int, test_edges: np.n
     return friends[~held], friends[held]
 
 
-def _adjacency(edges: np.ndarray, n: int) -> sp.csr_matrix:
-    u = np.concatenate([edges[:, 0], edges[:, 1]])
-    v = np.concatenate([edges[:, 1], edges[:, 0]])
-    adj = sp.csr_matrix((np.ones(len(u), dtype=np.float32), (u, v)), shape=(n, n))
-    adj.data[:] = 1.0
-    return adj
-
-
 def ranking_metrics(scores: np.ndarray, relevant: sp.csr_matrix, excluded: sp.csr_matrix, k: int) -> dict[str, np.ndarray]:
     """Per-query Recall@k, NDCG@k and AUC of score rows against relevant columns."""
     scores = scores.copy()
@@ -207,8 +199,8 @@ def evaluate(
 
     # Step 4.
     log("ranking")
-    known_adj = _adjacency(known, n)
-    held_adj = _adjacency(held_out, n)
+    known_adj = adjacency(known[:, 0], known[:, 1], n)
+    held_adj = adjacency(held_out[:, 0], held_out[:, 1], n)
     queries = np.flatnonzero(np.asarray(held_adj.sum(1)).ravel() > 0)
     eye = sp.identity(n, format="csr", dtype=np.float32)
     retriever = Retriever(known_adj, inputs.venues, city.lon, city.lat, seed_emb, target_emb, k=tc.retrieve_k)

@@ -247,7 +247,7 @@ def _count2(
     return sums.astype(np.float64, copy=False).reshape(n, width)
 
 
-def _log_cap(x: np.ndarray, cap: float) -> np.ndarray:
+def log_cap(x: np.ndarray, cap: float) -> np.ndarray:
     return np.minimum(np.log1p(np.maximum(x, 0.0)) / np.log1p(cap), 1.0)
 
 
@@ -349,7 +349,7 @@ def _geo(data: CityData, now: float, config: FeatureConfig, cols: np.ndarray) ->
     # Stability and radius from the recent location history around its mean centre.
     has_history, rms, radius = _ping_spread(data, now, config)
     cols[:, 6] = np.where(has_history, 1.0 / (1.0 + rms), 0.0)
-    cols[:, 7] = np.where(has_history, _log_cap(radius, 100.0), 0.0)
+    cols[:, 7] = np.where(has_history, log_cap(radius, 100.0), 0.0)
 
     # Where people go: shares of visit weight by the venue's place type.
     for users, vu, vv, vw in _visit_blocks(data):
@@ -385,7 +385,7 @@ def _behaviour(data: CityData, now: float, config: FeatureConfig, cols: np.ndarr
         distinct = _count(pairs // n_kinds, n)
         tod = _count2(u, p, n, 4)
         base = 6 * i
-        cols[:, base] = _log_cap(count, 100.0)
+        cols[:, base] = log_cap(count, 100.0)
         cols[:, base + 1] = distinct / n_kinds
         cols[:, base + 2:base + 6] = np.divide(tod, count[:, None], out=np.zeros_like(tod), where=count[:, None] > 0)
 
@@ -412,21 +412,25 @@ def _behaviour(data: CityData, now: float, config: FeatureConfig, cols: np.ndarr
     np.power(config.decay_per_day, decay, out=decay)
     decayed = _count(eu, n, decay)
     del decay
-    cols[:, 20] = _log_cap(decayed, 100.0)
+    cols[:, 20] = log_cap(decayed, 100.0)
     cols[:, 21] = _count(eu, n) > 0
 
 
 def friend_matrix(data: CityData) -> sp.csr_matrix:
     """Symmetric 0/1 adjacency of accepted connections, (n, n) CSR."""
-    n = data.n_users
+    return adjacency(data.friend_u, data.friend_v, data.n_users)
+
+
+def adjacency(u: np.ndarray, v: np.ndarray, n: int) -> sp.csr_matrix:
+    """Symmetric 0/1 (n, n) CSR adjacency of the pairs (u[i], v[i]); self-pairs dropped."""
     index = np.int32 if n < 2**31 else np.int64  # what scipy would convert the indices to
-    u = np.concatenate([data.friend_u, data.friend_v], dtype=index)
-    v = np.concatenate([data.friend_v, data.friend_u], dtype=index)
-    keep = u != v
+    rows = np.concatenate([u, v]).astype(index, copy=False)
+    cols = np.concatenate([v, u]).astype(index, copy=False)
+    keep = rows != cols
     if not keep.all():
-        u, v = u[keep], v[keep]
-    adj = sp.csr_matrix((np.ones(len(u), dtype=np.float32), (u, v)), shape=(n, n))
-    adj.data[:] = 1.0  # a pair listed twice is still one friendship
+        rows, cols = rows[keep], cols[keep]
+    adj = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n, n))
+    adj.data[:] = 1.0  # a pair listed twice is still one edge
     return adj
 
 
@@ -456,20 +460,20 @@ def _social(data: CityData, now: float, recent: np.ndarray, cols: np.ndarray) ->
     n = data.n_users
     adj = friend_matrix(data)
     degree = np.asarray(adj.sum(axis=1)).ravel().astype(np.float64)
-    cols[:, 0] = _log_cap(degree, 1000.0)
+    cols[:, 0] = log_cap(degree, 1000.0)
     cols[:, 1] = np.divide(data.requests_accepted, data.requests_total,
                            out=np.zeros(n), where=data.requests_total > 0)
     window = (data.event_time > now - 30 * DAY) & (data.event_time <= now)
     aimed = window & np.isin(data.event_kind, _RECEIVED_KINDS) & (data.event_target >= 0)
     received = _count(data.event_target[aimed], n)
-    cols[:, 2] = _log_cap(received + degree, 1000.0)
+    cols[:, 2] = log_cap(received + degree, 1000.0)
     for j, kind in enumerate(("message", "like", "connect_request")):
         m = window & (data.event_kind == KIND_CODE[kind])
-        cols[:, 3 + j] = _log_cap(_count(data.event_user[m], n), 100.0)
+        cols[:, 3 + j] = log_cap(_count(data.event_user[m], n), 100.0)
     tri = _triangles(adj)
     possible = degree * (degree - 1) / 2.0
     cols[:, 6] = np.divide(tri, possible, out=np.zeros(n), where=possible > 0)
-    cols[:, 7] = np.where(degree > 0, _log_cap(np.maximum(degree - tri, 1.0), 50.0), 0.0)
+    cols[:, 7] = np.where(degree > 0, log_cap(np.maximum(degree - tri, 1.0), 50.0), 0.0)
     active_friends = adj @ recent.astype(np.float64)
     cols[:, 8] = np.divide(active_friends, degree, out=np.zeros(n), where=degree > 0)
     cols[:, 9] = degree > 0

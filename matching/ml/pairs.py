@@ -36,7 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from matching.ml.data import KIND_CODE, CityData
-from matching.ml.features import SCHEMA, friend_matrix
+from matching.ml.features import SCHEMA, friend_matrix, log_cap
 
 PAIR_NAMES = (
     "distance_km", "distance_score", "mutual_friends", "friend_adamic_adar", "common_venues",
@@ -76,7 +76,7 @@ class PairFeaturizer:
         self.friends = friend_matrix(data)
         # The larger of the two: equal on a whole city, the whole-city count on a neighbourhood.
         friend_degree = np.maximum(np.asarray(self.friends.sum(axis=0)).ravel(), data.requests_accepted).astype(np.float64)
-        self.friend_count = _log_cap(friend_degree.astype(np.float64), 1000.0)
+        self.friend_count = log_cap(friend_degree.astype(np.float64), 1000.0)
         inverse_degree = np.divide(1.0, friend_degree, out=np.zeros(len(friend_degree)), where=friend_degree > 0)
         self.friends_ra = (self.friends @ sp.diags(inverse_degree)).tocsr()
         self.friends_aa = self.friends @ sp.diags(adamic_adar_weights(friend_degree))
@@ -89,7 +89,7 @@ class PairFeaturizer:
         self.venues = venues.tocsr()
         visitors = np.asarray(self.venues.sum(axis=0)).ravel() if venue_visitors is None else np.asarray(venue_visitors, dtype=np.float64)
         self.venues_aa = (self.venues @ sp.diags(adamic_adar_weights(visitors))).tocsr()
-        self.venue_count = _log_cap(np.asarray(self.venues.sum(axis=1)).ravel().astype(np.float64), 1000.0)
+        self.venue_count = log_cap(np.asarray(self.venues.sum(axis=1)).ravel().astype(np.float64), 1000.0)
         activities, act_index = np.unique(data.join_activity, return_inverse=True)
         self.joins = sp.csr_matrix(
             (np.ones(len(act_index), dtype=np.float32), (data.join_user, act_index)), shape=(n, len(activities))
@@ -114,15 +114,15 @@ class PairFeaturizer:
         known = np.isfinite(dist)
         out[:, 0] = np.where(known, dist, 0.0)
         out[:, 1] = np.where(known, np.exp(-np.nan_to_num(dist) / 5.0), 0.0)
-        out[:, 2] = _log_cap(_row_dot(self.friends, user, c), 100.0)
+        out[:, 2] = log_cap(_row_dot(self.friends, user, c), 100.0)
         out[:, 3] = np.minimum(_row_dot(self.friends_aa, user, c, rows=self.friends) / 10.0, 1.0)
-        out[:, 4] = _log_cap(_row_dot(self.venues, user, c), 100.0)
+        out[:, 4] = log_cap(_row_dot(self.venues, user, c), 100.0)
         out[:, 5] = np.minimum(_row_dot(self.venues_aa, user, c, rows=self.venues) / 10.0, 1.0)
         out[:, 6] = self.pref_unit[c] @ self.pref_unit[user]
         inter = _row_dot(self.interest_sets, user, c)
         union = self.interest_counts[user] + self.interest_counts[c] - inter
         out[:, 7] = np.divide(inter, union, out=np.zeros(len(c)), where=union > 0)
-        out[:, 8] = _log_cap(_row_dot(self.joins, user, c), 20.0)
+        out[:, 8] = log_cap(_row_dot(self.joins, user, c), 20.0)
         by = self.birth_year
         gap = np.abs(by[user] - by[c])
         out[:, 9] = np.where(np.isfinite(gap), np.minimum(np.nan_to_num(gap) / 50.0, 1.0), 0.5)
@@ -135,8 +135,8 @@ class PairFeaturizer:
         out[:, 15] = np.minimum(_row_dot(self.friends_ra, user, c, rows=self.friends), 1.0)
         two_hops = self.friends[user] @ self.friends  # (1, n): paths of length 2 from user
         paths3 = np.asarray((two_hops @ self.friends[c].T).todense()).ravel()
-        out[:, 16] = _log_cap(paths3, 1000.0)
-        out[:, 17] = _log_cap(_row_dot(self.co_location_aa, user, c, rows=self.co_location), 20.0)
+        out[:, 16] = log_cap(paths3, 1000.0)
+        out[:, 17] = log_cap(_row_dot(self.co_location_aa, user, c, rows=self.co_location), 20.0)
         return np.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0).astype(np.float32)
 
 
@@ -144,10 +144,6 @@ def _row_dot(matrix: sp.csr_matrix, user: int, candidates: np.ndarray, rows: sp.
     """``matrix[user] . rows[c]`` for every candidate c (``rows`` defaults to ``matrix``)."""
     other = matrix if rows is None else rows
     return np.asarray((other[candidates] @ matrix[user].T).todense()).ravel().astype(np.float64)
-
-
-def _log_cap(x: np.ndarray, cap: float) -> np.ndarray:
-    return np.minimum(np.log1p(np.maximum(x, 0.0)) / np.log1p(cap), 1.0)
 
 
 def _co_location_matrix(data: CityData) -> sp.csr_matrix:

@@ -37,6 +37,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from matching.ml.features import adjacency
 from matching.ml.inputs import UserInputs
 from matching.ml.model import RALM, ModelConfig
 from matching.ml.pairs import PairFeaturizer
@@ -471,7 +472,7 @@ def fold_examples(
     ``build_featurizer(friend_edges) -> PairFeaturizer`` recomputes pair features on a graph.
     """
     n = data.inputs.n_users
-    known_graph = _adjacency(known, n)
+    known_graph = adjacency(known[:, 0], known[:, 1], n)
     inputs = data.inputs.with_friends(known_graph)
     seed_emb, target_emb = embed_users(model, inputs)
     retriever = Retriever(known_graph, inputs.venues, data.lon, data.lat, seed_emb, target_emb, k=tc.retrieve_k)
@@ -590,14 +591,6 @@ def _group_recall(model: RALM, seed_emb: np.ndarray, target_emb: np.ndarray, exa
     return float(np.mean(recalls)) if recalls else math.nan
 
 
-def _adjacency(edges: np.ndarray, n: int) -> sp.csr_matrix:
-    u = np.concatenate([edges[:, 0], edges[:, 1]])
-    v = np.concatenate([edges[:, 1], edges[:, 0]])
-    adj = sp.csr_matrix((np.ones(len(u), dtype=np.float32), (u, v)), shape=(n, n))
-    adj.data[:] = 1.0
-    return adj
-
-
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve by the rank-sum formula (ties count one half)."""
     labels = np.asarray(labels).astype(bool)
@@ -635,7 +628,7 @@ def train(model_config: ModelConfig, train_config: TrainConfig, data: TrainingDa
         hidden = directed(to_find)
         keys = data.positives[:, 0] * n + data.positives[:, 1]
         fold_data = TrainingData(
-            inputs=data.inputs.with_friends(_adjacency(known, n)),
+            inputs=data.inputs.with_friends(adjacency(known[:, 0], known[:, 1], n)),
             positives=data.positives[~np.isin(keys, hidden[:, 0] * n + hidden[:, 1])],
             pairs=data.pairs, lon=data.lon, lat=data.lat, friend_edges=known,
         )

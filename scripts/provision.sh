@@ -33,6 +33,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 ldconfig -p | grep -q 'libgdal\.so' || missing+=(gdal-bin)
 ldconfig -p | grep -q 'libgeos_c\.so' || missing+=(libgeos-c1v5)
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# Debian's Chromium for the browser tests (Playwright drives /usr/bin/chromium; its own download fails).
+command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 
 # 2. PostgreSQL: the cluster on port 5432 running, PostGIS for its major version installed.

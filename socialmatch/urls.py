@@ -8,6 +8,8 @@ from socialmatch.health import health
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("socialmatch.web.urls")),
     path("health/", health, name="health"),
     path("api/v1/", include("matching.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -1,4 +1,4 @@
-"""Writes about people: curation by staff and the home location kept from location history."""
+"""Writes about people: curation by staff, profiles, availability, connections and blocks."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from collections.abc import Iterable
 
 import numpy as np
 from django.contrib.gis.geos import Point
-from django.db import transaction
-from django.db.models import QuerySet
+from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from users.geo import robust_centre
-from users.models import LocationPing, Profile, User
+from users.models import Availability, Block, Connection, LocationPing, Profile, User
 
 # How much location history the home location is computed from.
 HOME_HISTORY_DAYS = 90
@@ -81,3 +81,152 @@ def profile_location_refresh(*, user_id: int, now: dt.datetime | None = None) ->
         profile.full_clean()
         profile.save(update_fields=["location", "location_updated_at", "updated_at"])
     return profile
+
+
+# --- Profiles and availability --------------------------------------------------------------
+
+
+class UserActionError(ValueError):
+    """A request about people that cannot be done; the message is shown to the person as is."""
+
+
+CONNECT_SELF = "You cannot connect with yourself."
+CONNECT_UNAVAILABLE = "This person cannot be connected with."
+CONNECT_ALREADY = "You are already connected."
+CONNECT_PENDING = "Your request is already waiting for an answer."
+CONNECT_DECLINED = "This person has declined your request."
+CONNECTION_NOT_YOURS = "Only the person who received this request can answer it."
+CONNECTION_ANSWERED = "This request has already been answered."
+BLOCK_SELF = "You cannot block yourself."
+AVAILABILITY_OVERLAP = "Slots on {day} overlap ({first} and {second})."
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def profile_update(*, user: User, location: tuple[float, float] | None = None, **fields: object) -> Profile:
+    """Create or change a person's own profile; ``location`` is (lon, lat) set by hand or the browser.
+
+    Validation (model validators, taxonomy, coordinate ranges) runs before anything is written.
+    """
+    with transaction.atomic():
+        profile = Profile.objects.select_for_update().filter(user=user).first()
+        if profile is None:
+            profile = Profile(user=user, display_name=user.get_username())
+        for name, value in fields.items():
+            if name not in PROFILE_EDITABLE:
+                raise TypeError(f"profile field {name!r} is not editable by its owner")
+            setattr(profile, name, value)
+        if location is not None:
+            lon, lat = location
+            profile.location = Point(lon, lat, srid=4326)
+            profile.location_updated_at = timezone.now()
+        profile.full_clean()
+        profile.save()
+        if location is not None:
+            LocationPing.objects.create(user=user, point=profile.location, recorded_at=profile.location_updated_at,
+                                        source=LocationPing.Source.MANUAL)
+    return profile
+
+
+# What a person may change about themselves (curation flags and timestamps are not theirs).
+PROFILE_EDITABLE = frozenset({
+    "display_name", "bio", "birth_year", "gender", "education", "income_band", "occupation",
+    "marital_status", "city_tier", "years_in_city", "languages", "interests", "activity_types",
+    "place_types", "time_preferences", "discoverable",
+})
+
+
+def availability_replace(*, user: User, slots: Iterable[tuple[int, dt.time, dt.time]]) -> list[Availability]:
+    """Replace a person's weekly availability with ``slots`` (weekday, start, end), all or nothing."""
+    rows = sorted((Availability(user=user, weekday=d, start_time=s, end_time=e) for d, s, e in slots),
+                  key=lambda a: (a.weekday, a.start_time))
+    for row in rows:
+        row.full_clean(exclude=["user"], validate_unique=False, validate_constraints=False)
+        if row.end_time <= row.start_time:
+            raise UserActionError(f"A slot on {WEEKDAYS[row.weekday]} ends before it starts.")
+    for first, second in zip(rows, rows[1:], strict=False):
+        if first.weekday == second.weekday and second.start_time < first.end_time:
+            raise UserActionError(AVAILABILITY_OVERLAP.format(
+                day=WEEKDAYS[first.weekday],
+                first=f"{first.start_time:%H:%M}-{first.end_time:%H:%M}",
+                second=f"{second.start_time:%H:%M}-{second.end_time:%H:%M}",
+            ))
+    with transaction.atomic():
+        Availability.objects.filter(user=user).delete()
+        return Availability.objects.bulk_create(rows)
+
+
+# --- Connections and blocks -----------------------------------------------------------------
+
+def _blocked_either_way(a: int, b: int) -> bool:
+    return Block.objects.filter(Q(blocker_id=a, blocked_id=b) | Q(blocker_id=b, blocked_id=a)).exists()
+
+
+def connection_request(*, actor: User, to_user_id: int) -> Connection:
+    """Ask to connect. A request the other person already sent is accepted instead (both want it).
+
+    Hidden, suspended, blocked (either way) and unknown people answer the same message, so a request
+    reveals nothing about them.
+    """
+    if actor.pk == to_user_id:
+        raise UserActionError(CONNECT_SELF)
+    with transaction.atomic():
+        target = User.objects.filter(pk=to_user_id, is_active=True, is_hidden=False, is_suspended=False).first()
+        if target is None or _blocked_either_way(actor.pk, to_user_id):
+            raise UserActionError(CONNECT_UNAVAILABLE)
+        existing = (
+            Connection.objects.select_for_update()
+            .filter(Q(from_user=actor, to_user=target) | Q(from_user=target, to_user=actor))
+            .first()
+        )
+        if existing is None:
+            connection = Connection(from_user=actor, to_user=target)
+            connection.full_clean(validate_constraints=False)
+            try:
+                with transaction.atomic():
+                    connection.save()
+            except IntegrityError:  # the other person asked at the same moment: answer as a re-ask
+                return connection_request(actor=actor, to_user_id=to_user_id)
+            return connection
+        if existing.status == Connection.Status.ACCEPTED:
+            raise UserActionError(CONNECT_ALREADY)
+        if existing.from_user_id == actor.pk:
+            raise UserActionError(CONNECT_PENDING if existing.status == Connection.Status.PENDING else CONNECT_DECLINED)
+        # They asked me before: pending means yes now; declined by me means I changed my mind.
+        existing.status = Connection.Status.ACCEPTED
+        existing.responded_at = timezone.now()
+        existing.save(update_fields=["status", "responded_at"])
+        return existing
+
+
+def connection_respond(*, actor: User, connection_id: int, accept: bool) -> Connection:
+    """The receiver of a pending request accepts or declines it."""
+    with transaction.atomic():
+        connection = Connection.objects.select_for_update().filter(pk=connection_id).first()
+        if connection is None or connection.to_user_id != actor.pk:
+            raise UserActionError(CONNECTION_NOT_YOURS)
+        if connection.status != Connection.Status.PENDING:
+            raise UserActionError(CONNECTION_ANSWERED)
+        connection.status = Connection.Status.ACCEPTED if accept else Connection.Status.DECLINED
+        connection.responded_at = timezone.now()
+        connection.save(update_fields=["status", "responded_at"])
+    return connection
+
+
+def user_block(*, actor: User, blocked_id: int) -> Block:
+    """Block someone: any connection or request between the two goes, and neither sees the other."""
+    if actor.pk == blocked_id:
+        raise UserActionError(BLOCK_SELF)
+    with transaction.atomic():
+        if not User.objects.filter(pk=blocked_id).exists():
+            raise UserActionError(CONNECT_UNAVAILABLE)
+        Connection.objects.filter(
+            Q(from_user=actor, to_user_id=blocked_id) | Q(from_user_id=blocked_id, to_user=actor)
+        ).delete()
+        block, _ = Block.objects.get_or_create(blocker=actor, blocked_id=blocked_id)
+    return block
+
+
+def user_unblock(*, actor: User, blocked_id: int) -> bool:
+    with transaction.atomic():
+        deleted, _ = Block.objects.filter(blocker=actor, blocked_id=blocked_id).delete()
+    return deleted > 0

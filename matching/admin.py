@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
+from matching.dashboard import training_curves_png
 from matching.models import Audience, AudienceMember, EmbeddingSet, Interaction, ModelVersion
+from users.admin import UserAdmin
+from users.models import User
 
 # The registry imports PyTorch; admin actions import it when used, so that starting Django (every
 # manage.py command, every web process) does not pay for it.
@@ -32,10 +41,30 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_filter = ("is_active", "feature_schema_version")
     search_fields = ("name", "notes")
     readonly_fields = (
-        "name", "weights", "sha256", "size_bytes", "config", "feature_schema", "feature_schema_version",
+        "name", "curves_plot", "weights", "sha256", "size_bytes", "config", "feature_schema", "feature_schema_version",
         "metrics", "curves", "parent", "is_active", "activated_at", "created_at",
     )
-    actions = ("activate", "rollback", "start_training")
+    actions = ("activate", "rollback", "start_training", "start_reembedding")
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        curves = path("<int:pk>/curves.png", self.admin_site.admin_view(self.curves_png),
+                      name="matching_modelversion_curves")
+        return [curves, *super().get_urls()]
+
+    def curves_png(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        version = get_object_or_404(ModelVersion, pk=pk)
+        response = HttpResponse(training_curves_png(version), content_type="image/png")
+        response["Cache-Control"] = "private, max-age=3600"  # a version's curves never change
+        return response
+
+    @admin.display(description="Training curves")
+    def curves_plot(self, version: ModelVersion) -> str:
+        if not version.pk:
+            return "-"
+        url = reverse("admin:matching_modelversion_curves", args=[version.pk])
+        return format_html('<img src="{}" alt="Training curves of {}" style="max-width:100%">', url, version.name)
 
     @admin.display(description="Ranking recall@20 (validation)")
     def headline(self, version: ModelVersion) -> str:
@@ -76,6 +105,13 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
         result = model_train_task.delay(warm_start=True)
         self.message_user(request, f"Training queued (task {result.id}).", messages.INFO)
+
+    @admin.action(description="Recompute embeddings and the index for the active version")
+    def start_reembedding(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
+        from matching.tasks import embeddings_rebuild_task
+
+        result = embeddings_rebuild_task.delay()
+        self.message_user(request, f"Re-embedding queued (task {result.id}).", messages.INFO)
 
 
 @admin.register(EmbeddingSet)
@@ -121,3 +157,43 @@ class AudienceAdmin(admin.ModelAdmin):
         from django.utils.html import format_html
 
         return format_html('<a href="/api/v1/audiences/{}/export.csv">download</a>', audience.pk) if audience.pk else "-"
+
+
+class AudienceFromSelectionForm(forms.Form):
+    name = forms.CharField(max_length=120, required=False, help_text="For your own reference.")
+    target_size = forms.IntegerField(min_value=1, max_value=1_000_000, initial=1000, help_text="How many people to find.")
+    exclude_seeds = forms.BooleanField(required=False, initial=True, label="Leave the selected people out")
+    min_score = forms.FloatField(min_value=-1.0, max_value=1.0, initial=-1.0,
+                                 help_text="Keep only people scoring at least this (-1 keeps everyone).")
+
+
+class MatchingUserAdmin(UserAdmin):
+    """The user changelist, plus what the matching layer offers on a selection of people."""
+
+    actions = (*UserAdmin.actions, "build_audience")
+
+    @admin.action(description="Build a look-alike audience from the selected people")
+    def build_audience(self, request: HttpRequest, queryset: QuerySet[User]) -> HttpResponse | None:
+        from matching.services.audiences import audience_create
+
+        form = AudienceFromSelectionForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            try:
+                audience = audience_create(actor=request.user, seed_user_ids=list(queryset.values_list("pk", flat=True)),
+                                           **form.cleaned_data)
+            except (PermissionDenied, ValueError) as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                return None
+            self.message_user(request, f"Building audience #{audience.pk} from {len(audience.seed_user_ids)} people.",
+                              messages.SUCCESS)
+            return redirect("admin:matching_audience_change", audience.pk)
+        return TemplateResponse(request, "admin/matching/audience/from_selection.html", {
+            **self.admin_site.each_context(request), "title": "Build a look-alike audience",
+            "form": form, "count": queryset.count(), "select_across": request.POST.get("select_across") == "1",
+            "pks": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME, "opts": self.model._meta,
+        })
+
+
+admin.site.unregister(User)
+admin.site.register(User, MatchingUserAdmin)

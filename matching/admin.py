@@ -86,7 +86,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         except ModelVersionError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
-        self.message_user(request, f"{version.name} is now active.", messages.SUCCESS)
+        self.message_user(request, f"Model {version.name} is now active.", messages.SUCCESS)
 
     @admin.action(description="Roll back to the previous version")
     def rollback(self, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:

@@ -11,7 +11,15 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from matching.dashboard import training_curves_png
-from matching.models import Audience, AudienceMember, EmbeddingSet, Interaction, ModelVersion
+from matching.models import (
+    Audience,
+    AudienceMember,
+    EmbeddingSet,
+    Experiment,
+    Interaction,
+    ModelVersion,
+    RankingConfig,
+)
 from users.admin import UserAdmin
 from users.models import User
 
@@ -197,3 +205,134 @@ class MatchingUserAdmin(UserAdmin):
 
 admin.site.unregister(User)
 admin.site.register(User, MatchingUserAdmin)
+
+
+class RankingConfigForm(forms.ModelForm):
+    class Meta:
+        model = RankingConfig
+        fields = ("name", "objectives", "parent", "notes")
+
+    def clean_objectives(self) -> dict[str, object]:
+        from matching.ml.fusion import FusionError, parse_objectives
+
+        value = self.cleaned_data["objectives"]
+        try:
+            parse_objectives(value)
+        except FusionError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return value
+
+
+@admin.register(RankingConfig)
+class RankingConfigAdmin(admin.ModelAdmin):
+    """Fusion weights: new versions are added (starting from a parent's values), never edited."""
+
+    form = RankingConfigForm
+    list_display = ("name", "is_default", "weights", "parent", "created_by", "created_at")
+    actions = ("make_default",)
+
+    @admin.display(description="Objectives (weight, alpha, beta)")
+    def weights(self, config: RankingConfig) -> str:
+        return "; ".join(f"{k} {v.get('weight')}, {v.get('alpha', 1)}, {v.get('beta', 1)}" for k, v in config.objectives.items())
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        if obj is None:
+            return ("is_default", "created_by", "created_at")
+        return ("name", "objectives", "parent", "notes", "is_default", "created_by", "created_at")
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, object]:
+        initial = super().get_changeform_initial_data(request)
+        parent = RankingConfig.objects.filter(pk=request.GET.get("parent") or 0).first() or \
+            RankingConfig.objects.filter(is_default=True).first()
+        if parent is not None:
+            initial.setdefault("objectives", parent.objectives)
+            initial.setdefault("parent", parent.pk)
+        return initial
+
+    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+        from matching.services.experiments import ranking_config_create
+
+        if change:
+            raise PermissionDenied("Ranking configurations are versions: add a new one instead.")
+        saved = ranking_config_create(actor=request.user, name=obj.name, objectives=obj.objectives,
+                                      parent=obj.parent, notes=obj.notes)
+        obj.pk, obj.created_at = saved.pk, saved.created_at
+
+    @admin.action(description="Make the selected configuration the default")
+    def make_default(self, request: HttpRequest, queryset: QuerySet[RankingConfig]) -> None:
+        from matching.services.experiments import ranking_config_make_default
+
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one configuration.", messages.ERROR)
+            return
+        config = ranking_config_make_default(actor=request.user, config=queryset.get())
+        self.message_user(request, f"{config.name} is now the default ranking.", messages.SUCCESS)
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(admin.ModelAdmin):
+    list_display = ("name", "surface", "status", "b_share", "starts_at", "ends_at", "winner")
+    list_filter = ("status", "surface")
+    readonly_fields = ("status", "winner", "results", "created_at")
+    fieldsets = (
+        (None, {"fields": ("name", "description", "surface", "status", "winner", "significance")}),
+        ("Arm A", {"fields": ("a_model", "a_ranking")}),
+        ("Arm B", {"fields": ("b_model", "b_ranking", "b_share")}),
+        ("Window", {"fields": ("starts_at", "ends_at")}),
+        ("Results", {"fields": ("results",)}),
+    )
+    actions = ("start", "end", "end_and_promote")
+
+    def get_urls(self):  # type: ignore[no-untyped-def]
+        plot = path("<int:pk>/plot.png", self.admin_site.admin_view(self.plot_png), name="matching_experiment_plot")
+        return [plot, *super().get_urls()]
+
+    def plot_png(self, request: HttpRequest, pk: int) -> HttpResponse:
+        from matching.services.experiments import experiment_plot_png
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        experiment = get_object_or_404(Experiment, pk=pk)
+        return HttpResponse(experiment_plot_png(experiment=experiment), content_type="image/png")
+
+    @admin.display(description="Results")
+    def results(self, experiment: Experiment) -> str:
+        from django.template.loader import render_to_string
+
+        from matching.services.experiments import experiment_results
+
+        if not experiment.pk:
+            return "-"
+        return render_to_string("admin/matching/experiment/results.html", {
+            "experiment": experiment, "r": experiment_results(experiment=experiment),
+            "plot": reverse("admin:matching_experiment_plot", args=[experiment.pk]),
+        })
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[Experiment], verb: str, **kwargs: object) -> None:
+        from django.core.exceptions import ValidationError
+
+        from matching.services import experiments
+
+        for experiment in queryset:
+            try:
+                if verb == "start":
+                    experiments.experiment_start(actor=request.user, experiment=experiment)
+                    self.message_user(request, f"{experiment.name} is running.", messages.SUCCESS)
+                else:
+                    done = experiments.experiment_end(actor=request.user, experiment=experiment, **kwargs)
+                    outcome = f"arm {done.winner.upper()} won" if done.winner else "no significant difference"
+                    self.message_user(request, f"{experiment.name} ended: {outcome}.", messages.SUCCESS)
+            except ValidationError as exc:
+                self.message_user(request, f"{experiment.name}: {' '.join(exc.messages)}", messages.ERROR)
+
+    @admin.action(description="Start the selected experiments")
+    def start(self, request: HttpRequest, queryset: QuerySet[Experiment]) -> None:
+        self._each(request, queryset, "start")
+
+    @admin.action(description="End the selected experiments")
+    def end(self, request: HttpRequest, queryset: QuerySet[Experiment]) -> None:
+        self._each(request, queryset, "end")
+
+    @admin.action(description="End and promote a significant winner (its model and ranking become the defaults)")
+    def end_and_promote(self, request: HttpRequest, queryset: QuerySet[Experiment]) -> None:
+        self._each(request, queryset, "end", promote=True)

@@ -213,3 +213,68 @@ class AudienceMember(models.Model):
 
     def __str__(self) -> str:
         return f"{self.audience_id}: #{self.rank} {self.user_id}"
+
+
+class RankingConfig(models.Model):
+    """A version of the multi-objective fusion weights (``matching.ml.fusion``). Never edited:
+    a change is a new version, so an impression's ranking can always be traced to its weights."""
+
+    name = models.CharField(max_length=60, unique=True)
+    objectives = models.JSONField(help_text='{"distance": {"weight": 0.6, "alpha": 1, "beta": 1}, ...}')
+    is_default = models.BooleanField(default=False, help_text="Used wherever no experiment says otherwise.")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    notes = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="rankingconfig_one_default"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Experiment(models.Model):
+    """An A/B test on one surface: arm A and arm B each name a model version and/or a ranking
+    configuration (empty = what serves by default); a stable hash of experiment and person picks the arm."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        RUNNING = "running", "Running"
+        ENDED = "ended", "Ended"
+
+    name = models.CharField(max_length=80, unique=True)
+    description = models.TextField(blank=True)
+    surface = models.CharField(max_length=24, default="nearby")
+    a_model = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                verbose_name="arm A model version")
+    a_ranking = models.ForeignKey(RankingConfig, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                  verbose_name="arm A ranking configuration")
+    b_model = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                verbose_name="arm B model version")
+    b_ranking = models.ForeignKey(RankingConfig, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+                                  verbose_name="arm B ranking configuration")
+    b_share = models.FloatField(default=0.5, help_text="Share of people in arm B (0-1).")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.DRAFT)
+    winner = models.CharField(max_length=1, blank=True, choices=[("a", "A"), ("b", "B")])
+    significance = models.FloatField(default=0.05, help_text="p-value below which a difference counts.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(b_share__gte=0, b_share__lte=1), name="experiment_share_range"),
+            models.CheckConstraint(condition=Q(ends_at__gt=models.F("starts_at")), name="experiment_ends_after_start"),
+            models.CheckConstraint(condition=Q(significance__gt=0, significance__lt=1), name="experiment_alpha_range"),
+            # Two experiments splitting the same people on the same surface would confound each other.
+            models.UniqueConstraint(fields=["surface"], condition=Q(status="running"), name="experiment_one_running"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

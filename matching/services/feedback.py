@@ -10,7 +10,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from matching.models import Interaction
-from users.models import Connection, User
+from users.models import Connection, Profile, User
+from users.selectors import profile_visible_to
 from users.services import UserActionError, connection_request, connection_respond
 
 PASS_UNKNOWN = "This person cannot be shown."
@@ -24,9 +25,13 @@ def _serving_version() -> str:
 
 
 def _log(*, actor: User, kind: str, target_user_id: int, surface: str) -> Interaction:
+    """Log an action with the arm of any experiment running on its surface (stable per person)."""
+    from matching.services.experiments import serving_arm
+
+    arm = serving_arm(surface=surface, user_id=actor.pk)
     return Interaction.objects.create(
         actor=actor, kind=kind, target_user_id=target_user_id, surface=surface,
-        model_version=_serving_version(), occurred_at=timezone.now(),
+        model_version=arm.model_version or _serving_version(), variant=arm.variant, occurred_at=timezone.now(),
     )
 
 
@@ -44,6 +49,16 @@ def match_pass(*, actor: User, target_user_id: int, surface: str = "nearby") -> 
     if target_user_id == actor.pk or not User.objects.filter(pk=target_user_id).exists():
         raise UserActionError(PASS_UNKNOWN)
     return _log(actor=actor, kind=Interaction.Kind.PASS, target_user_id=target_user_id, surface=surface)
+
+
+def person_view(*, actor: User, user_id: int, surface: str = "nearby") -> Profile:
+    """Open someone's profile (a click, for CTR): only people the viewer may see."""
+    profile = profile_visible_to(viewer=actor, user_id=user_id)
+    if profile is None:
+        raise UserActionError(PASS_UNKNOWN)
+    if user_id != actor.pk:
+        _log(actor=actor, kind=Interaction.Kind.VIEW, target_user_id=user_id, surface=surface)
+    return profile
 
 
 def connection_answer(*, actor: User, connection_id: int, accept: bool) -> Connection:

@@ -11,6 +11,7 @@ urlpatterns = [
     path("accounts/signup/", views.signup, name="signup"),
     path("me/profile/", views.profile, name="profile"),
     path("people/", views.people, name="people"),
+    path("people/<int:user_id>/", views.person, name="person"),
     path("people/<int:user_id>/connect/", views.connect, name="connect"),
     path("people/<int:user_id>/pass/", views.pass_person, name="pass"),
     path("people/<int:user_id>/block/", views.block, name="block"),

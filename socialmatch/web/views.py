@@ -12,15 +12,17 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from matching.services.feedback import connection_answer, match_connect, match_pass
+from matching.services.feedback import connection_answer, match_connect, match_pass, person_view
 from matching.services.nearby import NearbyError, nearby_matches
 from socialmatch.web.forms import AvailabilityFormSet, NearbyFilterForm, ProfileForm, SignUpForm
 from users.models import Availability, Block, Connection, Profile, User
+from users.selectors import connection_between, mutual_friend_count
 from users.services import (
     UserActionError,
     availability_replace,
@@ -37,6 +39,7 @@ PASSED = "{name} will not be shown to you for a while."
 BLOCKED = "{name} is blocked: neither of you will see the other."
 UNBLOCKED = "{name} is unblocked."
 DECLINED = "Request declined."
+PERSON_UNKNOWN = "This person cannot be shown."
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -146,6 +149,25 @@ def _name(user_id: int) -> str:
 def _back(request: HttpRequest, default: str) -> HttpResponse:
     target = request.POST.get("next", "")
     return redirect(target if target.startswith("/") and not target.startswith("//") else reverse(default))
+
+
+@login_required
+def person(request: HttpRequest, user_id: int) -> HttpResponse:
+    """Someone's public profile: what they say about themselves, never where they are."""
+    try:
+        profile = person_view(actor=request.user, user_id=user_id, surface=request.GET.get("from", "nearby")[:24])
+    except UserActionError:
+        raise Http404(PERSON_UNKNOWN) from None
+    mine = Profile.objects.filter(user=request.user).values_list("interests", flat=True).first() or []
+    connection = connection_between(request.user.pk, user_id)
+    decade = None
+    if profile.birth_year:
+        decade = (timezone.now().year - profile.birth_year) // 10 * 10
+    return render(request, "web/person.html", {
+        "person": profile, "shared": [i for i in profile.interests if i in mine], "decade": decade,
+        "mutual": mutual_friend_count(request.user.pk, user_id), "connection": connection,
+        "is_me": user_id == request.user.pk,
+    })
 
 
 @login_required

@@ -12,7 +12,15 @@ from django.urls import reverse
 
 from activities.factories import ActivityFactory, CategoryFactory, InvitationFactory, ParticipationFactory, VenueFactory
 from activities.models import Activity, Invitation
-from matching.models import Audience, AudienceMember, EmbeddingSet, Interaction, ModelVersion
+from matching.models import (
+    Audience,
+    AudienceMember,
+    EmbeddingSet,
+    Experiment,
+    Interaction,
+    ModelVersion,
+    RankingConfig,
+)
 from users.factories import AvailabilityFactory, BlockFactory, ConnectionFactory, ProfileFactory, UserFactory
 from users.models import LocationPing, User
 
@@ -49,6 +57,9 @@ def one_of_everything(staff: User) -> None:
     EmbeddingSet.objects.create(model_version=version, users=3, chunks_total=1)
     audience = Audience.objects.create(seed_user_ids=[profile.user.pk], target_size=5, model_version=version)
     AudienceMember.objects.create(audience=audience, user=profile.user, rank=1, score=0.9)
+    now = dt.datetime.now(dt.UTC)
+    Experiment.objects.create(name="e1", a_model=version, b_ranking=RankingConfig.objects.get(is_default=True),
+                              starts_at=now, ends_at=now + dt.timedelta(days=7))
 
 
 def admin_models() -> list[type]:

@@ -119,7 +119,7 @@ def test_people_page_ranks_cards_without_anyone_s_coordinates(client, alice, bob
     response = client.get(reverse("web:people"), {"radius_km": "5"})
     html = response.content.decode()
     assert response.status_code == 200
-    names = re.findall(r"<h2>(\w+)</h2>", html)
+    names = re.findall(r"<h2><a [^>]*>(\w+)</a></h2>", html)
     assert names == ["Bob", "Carol"]  # bob: closer and shares sports; carol: further, shares reading
     assert "Ranked by shared interests" in html  # no model in this test: the rules say so
     assert "You both like sports" in html

@@ -57,3 +57,21 @@ def audience_build_task(self: object, audience_id: int) -> dict[str, object]:
 
     audience = audience_build(audience_id=audience_id)
     return {"audience": audience.pk, "status": audience.status}
+
+
+@shared_task(bind=True, max_retries=0, acks_late=True, soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300)
+def model_retrain_scheduled_task(self: object) -> dict[str, object]:
+    """Nightly (beat): warm-started retraining behind the evaluation gate."""
+    from matching.services.lifecycle import model_retrain_scheduled
+
+    version = model_retrain_scheduled()
+    return {"version": version.name, "active": version.is_active, "notes": version.notes}
+
+
+@shared_task(bind=True, max_retries=0, acks_late=True, soft_time_limit=3600, time_limit=3600 + 120)
+def model_update_incremental_task(self: object) -> dict[str, object]:
+    """Hourly (beat): fine-tune the ranking head on the labels since the active version."""
+    from matching.services.lifecycle import model_update_incremental
+
+    version = model_update_incremental()
+    return {"version": version.name if version else None}

@@ -120,6 +120,10 @@ def model_version_load(version: ModelVersion) -> RALM:
         model.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - any load failure is the same refusal to serve
         raise ModelVersionError(MODEL_FILE_UNREADABLE.format(name=version.name, path=path, error=exc)) from exc
+    if (version.config.get("serving") or {}).get("quantise") == "dynamic-int8":
+        from matching.ml.lifecycle import quantise
+
+        return quantise(model)  # float weights on disk; int8 dense layers in memory
     return model.eval()
 
 

@@ -13,11 +13,16 @@ from matching.feature_store import load_city
 from matching.ml.data import KIND_CODE, CityData
 from matching.ml.features import user_features
 from matching.ml.inputs import UserInputs
+from matching.ml.lifecycle import gate_slice
 from matching.ml.model import ModelConfig, default_model_config
 from matching.ml.pairs import PairFeaturizer
 from matching.ml.train import TrainConfig, TrainingData, train
 from matching.models import ModelVersion
-from matching.services.registry import model_version_activate, model_version_create, model_version_load
+from matching.services.registry import (
+    model_version_activate,
+    model_version_create,
+    model_version_load,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,19 +62,31 @@ def positive_pairs(city: CityData) -> np.ndarray:
     return np.column_stack([unique // city.n_users, unique % city.n_users])
 
 
+def training_city(city: CityData) -> tuple[CityData, np.ndarray]:
+    """The city without the gate slice of friendships, and those pairs (as rows).
+
+    The gate slice (``matching.ml.lifecycle.gate_slice``, a fixed hash of the two user ids) is
+    never trained on by any version, so the evaluation gate can compare any two versions on it.
+    """
+    held = gate_slice(city.user_ids[city.friend_u], city.user_ids[city.friend_v])
+    train = dataclasses.replace(city, friend_u=city.friend_u[~held], friend_v=city.friend_v[~held])
+    return train, np.column_stack([city.friend_u[held], city.friend_v[held]])
+
+
 def model_train(
     *, mode: str = "listwise", epochs: int | None = None, warm_start: bool = False,
     activate: bool = False, seed: int = 0, progress: bool = False, folds: int | None = None,
+    city: CityData | None = None, overrides: dict[str, object] | None = None,
 ) -> ModelVersion:
     """Train on everyone in the database and record a new version (activated when asked).
 
-    1. Load every user and compute their features at the current time.
+    1. Load every user (less the gate slice of friendships) and compute their features now.
     2. Positives: accepted connections, co-participation, mutual likes.
     3. With ``warm_start``, start from the active version's weights (and its sizes).
     4. Train towers and ranking head; save the weights and metrics as a new ModelVersion.
     """
     now = timezone.now().timestamp()
-    city = load_city()
+    city = city if city is not None else training_city(load_city())[0]
     features = user_features(city, now)
     parent = ModelVersion.objects.filter(is_active=True).first() if warm_start else None
     model = model_version_load(parent) if parent is not None else None
@@ -82,6 +99,10 @@ def model_train(
         train_config.epochs = epochs
     if folds is not None:
         train_config.rank_folds = folds
+    for name, value in (overrides or {}).items():
+        if not hasattr(train_config, name):
+            raise TypeError(f"TrainConfig has no field {name!r}")
+        setattr(train_config, name, value)
     friends = np.column_stack([city.friend_u, city.friend_v])
 
     def build_featurizer(edges: np.ndarray) -> PairFeaturizer:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from celery.schedules import crontab
+
 from socialmatch.settings.env import (
     database_from_url,
     env_bool,
+    env_float,
     env_int,
     env_list,
     env_str,
@@ -170,3 +173,21 @@ MATCHING_CONDITIONS_PROVIDER = env_str("MATCHING_CONDITIONS_PROVIDER", "matching
 # and the final score fuses distance and similarity with these weights (seed 000 section 5.1).
 NEARBY_GRID_METRES = env_int("NEARBY_GRID_METRES", 100, minimum=100)
 NEARBY_FUSION_WEIGHTS = (0.6, 0.4)
+
+# Keeping the model good (matching.services.lifecycle). The nightly retraining activates its
+# candidate only if its recall@20 on the gate slice is at most MODEL_GATE_MARGIN below the
+# active version's; the hourly incremental update fine-tunes the ranking head at this rate.
+MODEL_GATE_MARGIN = env_float("MODEL_GATE_MARGIN", 0.01)
+MODEL_GATE_K = env_int("MODEL_GATE_K", 20, minimum=1)
+MODEL_RETRAIN_EPOCHS = env_int("MODEL_RETRAIN_EPOCHS", 1, minimum=1)
+MODEL_INCREMENTAL_LR = env_float("MODEL_INCREMENTAL_LR", 1e-3)
+CELERY_BEAT_SCHEDULE = {
+    "model-retrain-nightly": {
+        "task": "matching.tasks.model_retrain_scheduled_task",
+        "schedule": crontab(hour=3, minute=15),
+    },
+    "model-update-hourly": {
+        "task": "matching.tasks.model_update_incremental_task",
+        "schedule": crontab(minute=40),
+    },
+}

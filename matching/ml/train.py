@@ -33,7 +33,6 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 

@@ -21,12 +21,19 @@ from matching.ml.lifecycle import (
 )
 from matching.ml.model import RALM
 from matching.models import EmbeddingSet, Interaction, ModelVersion
-from matching.serving import store
-from matching.services.lifecycle import gate_metric, model_retrain_scheduled, model_update_incremental
-from matching.services.registry import model_version_activate, model_version_create, model_version_load
+from matching.services.lifecycle import (
+    gate_metric,
+    model_retrain_scheduled,
+    model_update_incremental,
+)
+from matching.services.registry import (
+    model_version_activate,
+    model_version_create,
+    model_version_load,
+)
 from matching.services.training import model_train, training_city
+from matching.serving import store
 from tests.matching.test_refresh import served_city
-from tests.matching.test_registry import small_social_city
 from users.models import Connection
 
 pytestmark = pytest.mark.django_db

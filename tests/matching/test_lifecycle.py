@@ -204,3 +204,45 @@ def test_quantised_model_scores_stay_close_to_the_float_model() -> None:
     known = np.column_stack([city.friend_u, city.friend_v])
     assert retrieval_recall(quantise(model), inputs, known[:-4], known[-4:]) == pytest.approx(
         retrieval_recall(model, inputs, known[:-4], known[-4:]), abs=0.26)
+
+
+def test_compress_model_registers_a_quantised_variant_and_a_student() -> None:
+    from django.core.management import call_command
+
+    _two_towns(groups=2, size=10)
+    active = model_train(epochs=2, folds=1, activate=True, overrides=SMALL)
+    call_command("compress_model", "--active", "--student-epochs", "2")
+    quantised = ModelVersion.objects.get(name="v1.1")
+    student = ModelVersion.objects.get(name="v2")
+    assert quantised.config["serving"] == {"quantise": "dynamic-int8"} and quantised.parent == active
+    loaded = model_version_load(quantised)
+    assert "quantized" in type(loaded.ranker.mlp[0]).__module__
+    assert student.config["distilled_from"] == "v1" and not student.is_active
+    assert student.size_bytes < active.size_bytes
+    model_version_activate(version=student)  # a student serves like any version
+
+
+def test_distillation_brings_the_student_towards_the_teacher() -> None:
+    from matching.ml.features import user_features
+    from matching.ml.inputs import UserInputs
+    from matching.ml.lifecycle import distill, student_config
+    from matching.ml.train import embed_users
+
+    _two_towns(groups=3, size=10)
+    teacher = model_version_load(model_train(epochs=4, folds=1, overrides=SMALL))
+    city = load_city()
+    inputs = UserInputs.build(city, user_features(city, timezone.now().timestamp()), teacher.config)
+    positives = np.column_stack([city.friend_u, city.friend_v])
+    torch.manual_seed(0)
+    student = RALM(student_config(teacher.config))
+    t_seed, t_target = embed_users(teacher, inputs)
+
+    def agreement() -> float:
+        s_seed, s_target = embed_users(student, inputs)
+        t_top = np.argsort(-(t_seed @ t_target.T), axis=1)[:, 1:6]
+        s_top = np.argsort(-(s_seed @ s_target.T), axis=1)[:, 1:6]
+        return float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(t_top, s_top, strict=True)]))
+
+    before = agreement()
+    distill(teacher, student, inputs, positives, epochs=15, batch=32)
+    assert agreement() > before + 0.1

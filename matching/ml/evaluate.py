@@ -32,6 +32,7 @@ import scipy.sparse as sp
 import torch
 
 from matching.lbsn import LbsnDataset, read_lbsn, unique_friend_pairs
+from matching.ml import calibration
 from matching.ml.features import SCHEMA, adjacency, user_features
 from matching.ml.inputs import UserInputs
 from matching.ml.lbsn_data import city_from_lbsn, dataset_now
@@ -65,6 +66,9 @@ class EvaluationResult:
     methods: dict[str, dict[str, float]]
     classification: dict[str, float]
     train_metrics: dict[str, float] = field(default_factory=dict)
+    # Low-activity people (at most ``max_friends`` known friends): recall@k with and without the
+    # cohort calibrator, over those people's queries only.
+    cohort: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -73,6 +77,7 @@ class EvaluationResult:
             "seconds": self.seconds,
             "classification": self.classification,
             "train": self.train_metrics,
+            "low_activity": self.cohort,
         }
 
     def table(self) -> str:
@@ -90,6 +95,12 @@ class EvaluationResult:
             "classification (held-out pairs vs random pairs): "
             + ", ".join(f"{key} {c[key]:.4f}" for key in ("accuracy", "precision", "recall", "f1", "auc"))
         )
+        if self.cohort:
+            c = self.cohort
+            lines.append(
+                f"low-activity people (<= {c['max_friends']:.0f} known friends, {c['queries']:.0f} queries): "
+                f"pipeline recall@{k} {c['pipeline']:.4f}, with cohort calibration {c['calibrated']:.4f}"
+            )
         lines.append(f"{self.queries} query users, {self.seconds:.1f} s")
         return "\n".join(lines)
 
@@ -166,6 +177,7 @@ def evaluate(
     test_edges_file: Path | None = None,
     model_config: ModelConfig | None = None,
     train_config: TrainConfig | None = None,
+    cohort_max_friends: int = 3,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> EvaluationResult:
     started = time.perf_counter()
@@ -212,6 +224,9 @@ def evaluate(
     pref = features[:, SCHEMA.group_slices()["preference"]].astype(np.float64)
     pref /= np.maximum(np.linalg.norm(pref, axis=1, keepdims=True), 1e-12)
     degree = np.asarray(known_adj.sum(1)).ravel()
+    log("cohort calibration")
+    calibrator = _fit_cohort_calibrator(model, inputs, city, known, build_featurizer, pref, tc, cohort_max_friends, seed)
+    cohort_recall: dict[str, list[np.ndarray]] = {"pipeline": [], "calibrated": []}
     per_method: dict[str, dict[str, list[np.ndarray]]] = {m: {"recall": [], "ndcg": [], "auc": []} for m in METHODS}
     for start in range(0, len(queries), 256):
         qs = queries[start:start + 256]
@@ -240,6 +255,16 @@ def evaluate(
             got = ranking_metrics(np.where(np.isfinite(s), s + jitter, s), relevant, excluded, k)
             for key, values in got.items():
                 per_method[name][key].append(values)
+        low = degree[qs] <= cohort_max_friends
+        if calibrator is not None and low.any():
+            in_low = low[[row_of[int(u)] for u in examples.queries]]
+            x = cohort_features(examples.queries[in_low], examples.candidates[in_low], logits[in_low],
+                                seed_emb, target_emb, degree, pref, city)
+            calibrated = pipeline.copy()
+            calibrated[[row_of[int(u)] for u in examples.queries[in_low]], examples.candidates[in_low]] = calibrator.score(x)
+            for name, s in (("pipeline", pipeline), ("calibrated", calibrated)):
+                got = ranking_metrics(np.where(np.isfinite(s[low]), s[low] + jitter[low], s[low]), relevant[low], excluded[low], k)
+                cohort_recall[name].append(got["recall"])
     methods = {
         name: {
             f"recall@{k}": float(np.mean(np.concatenate(v["recall"]))),
@@ -249,10 +274,52 @@ def evaluate(
         for name, v in per_method.items()
     }
     classification = _classification(model, seed_emb, target_emb, featurizer, held_out, known_adj, held_adj, rng)
+    cohort = {}
+    if cohort_recall["pipeline"]:
+        cohort = {"max_friends": float(cohort_max_friends), "queries": float(len(np.concatenate(cohort_recall["pipeline"]))),
+                  **{name: float(np.mean(np.concatenate(v))) for name, v in cohort_recall.items()}}
     return EvaluationResult(
         k=k, queries=int(len(queries)), seconds=time.perf_counter() - started,
-        methods=methods, classification=classification, train_metrics=result.metrics,
+        methods=methods, classification=classification, train_metrics=result.metrics, cohort=cohort,
     )
+
+
+def cohort_features(queries: np.ndarray, candidates: np.ndarray, logits: np.ndarray, seed_emb: np.ndarray,
+                    target_emb: np.ndarray, degree: np.ndarray, pref: np.ndarray, city: object) -> np.ndarray:
+    cosine = (seed_emb[queries] * target_emb[candidates]).sum(1)
+    interest = (pref[queries] * pref[candidates]).sum(1)
+    lo, la = np.radians(np.nan_to_num(city.lon)), np.radians(np.nan_to_num(city.lat))  # type: ignore[attr-defined]
+    xyz = np.column_stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
+    sq = ((xyz[queries] - xyz[candidates]) ** 2).sum(1)
+    return calibration.pair_features(queries, candidates, logits, cosine, degree, interest, sq)
+
+
+def _fit_cohort_calibrator(model, inputs, city, known, build_featurizer, pref, tc, max_friends, seed):  # type: ignore[no-untyped-def]
+    """Fit the calibrator on the known graph only: hide a share of known friendships, retrieve and
+    rank as the pipeline does with the rest, and learn, on low-activity queries, which candidates
+    were the hidden friends. The evaluation's held-out pairs play no part."""
+    rng = np.random.default_rng(seed + 11)
+    keep = rng.random(len(known)) >= 0.2
+    known2, found2 = known[keep], known[~keep]
+    n = inputs.n_users
+    adj2 = adjacency(known2[:, 0], known2[:, 1], n)
+    find_adj = adjacency(found2[:, 0], found2[:, 1], n)
+    degree2 = np.asarray(adj2.sum(1)).ravel()
+    seed2, target2 = embed_users(model, inputs.with_friends(adj2))
+    queries = np.flatnonzero((degree2 <= max_friends) & (np.diff(find_adj.indptr) > 0))
+    if len(queries) < 5:
+        return None
+    retriever = Retriever(adj2, inputs.venues, city.lon, city.lat, seed2, target2, k=tc.retrieve_k)
+    featurizer2 = build_featurizer(known2)
+    examples = ranking_examples(queries, retriever.retrieve(queries).users, featurizer2)
+    if not len(examples.queries):
+        return None
+    logits = rank_logits(model, seed2, target2, examples)
+    x = cohort_features(examples.queries, examples.candidates, logits, seed2, target2, degree2, pref, city)
+    y = np.asarray(find_adj[examples.queries, examples.candidates]).ravel() > 0
+    if y.sum() < 3:
+        return None
+    return calibration.fit(x, y.astype(np.float64))
 
 
 def _sq_chord(lon: np.ndarray, lat: np.ndarray, rows: np.ndarray) -> np.ndarray:

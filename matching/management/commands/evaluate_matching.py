@@ -28,6 +28,8 @@ class Command(BaseCommand):
         parser.add_argument("--mode", choices=MODES, default="listwise", help="tower training mode")
         parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
         parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+        parser.add_argument("--cohort-max-friends", type=int, default=3,
+                            help="people with at most this many known friends form the low-activity cohort")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not 0 < options["holdout"] < 1:
@@ -39,6 +41,7 @@ class Command(BaseCommand):
             result = evaluate(
                 options["directory"], holdout=options["holdout"], seed=options["seed"], k=options["k"],
                 test_edges_file=options["test_edges"], train_config=config,
+                cohort_max_friends=options["cohort_max_friends"],
                 log=lambda message: self.stderr.write(message),
             )
         except (LbsnFormatError, ValueError, FileNotFoundError) as exc:

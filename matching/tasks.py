@@ -57,3 +57,14 @@ def audience_build_task(self: object, audience_id: int) -> dict[str, object]:
 
     audience = audience_build(audience_id=audience_id)
     return {"audience": audience.pk, "status": audience.status}
+
+
+@shared_task(bind=True, max_retries=3, acks_late=True)
+def activity_recommendations_task(self: object, activity_id: int) -> dict[str, object] | None:
+    """Recompute and store an activity's recommended participants (debounced by the scheduler)."""
+    from matching.services.activity_recommendations import activity_recommendations_refresh
+
+    run = activity_recommendations_refresh(activity_id=activity_id)
+    if run is None:
+        return None
+    return {"activity": run.activity_id, "ranker": run.ranker, "stored": run.stored, "seconds": round(run.seconds, 3)}

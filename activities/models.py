@@ -101,11 +101,12 @@ class Activity(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # The stored participant recommendations (``Recommendation``): when they were computed, by
     # which ranker ("model" or "rules") and model version, and how many times in all (the
-    # debounce keeps a burst of joins to one run).
+    # debounce keeps a burst of joins to one run). Database defaults, because bulk COPY loads
+    # (generate_city, imports) name only the columns they fill.
     recommended_at = models.DateTimeField(null=True, blank=True)
-    recommendation_ranker = models.CharField(max_length=8, blank=True)
-    recommendation_model_version = models.CharField(max_length=40, blank=True)
-    recommendation_runs = models.PositiveIntegerField(default=0)
+    recommendation_ranker = models.CharField(max_length=8, blank=True, default="", db_default="")
+    recommendation_model_version = models.CharField(max_length=40, blank=True, default="", db_default="")
+    recommendation_runs = models.PositiveIntegerField(default=0, db_default=0)
 
     class Meta:
         verbose_name_plural = "activities"

@@ -19,13 +19,21 @@ from activities.factories import ActivityFactory, InvitationFactory, Participati
 from activities.models import Activity, Invitation
 from activities.services import participation_join, waitlist_join
 from activities.tasks import invitations_expire_task
-from matching.serving import store
 from matching.services.activity_recommendations import (
     activity_recommendations_compute,
     activity_recommendations_schedule,
     local_slot,
 )
-from tests.activities.helpers import PARK_LAT, PARK_LON, client_for, new_activity, next_saturday, person, wait_for
+from matching.serving import store
+from tests.activities.helpers import (
+    PARK_LAT,
+    PARK_LON,
+    client_for,
+    new_activity,
+    next_saturday,
+    person,
+    wait_for,
+)
 from users.factories import AvailabilityFactory, BlockFactory, UserFactory
 from users.models import Profile, User
 
@@ -140,11 +148,11 @@ def test_recommendations_are_for_the_organiser_and_staff_only(alice: User, bob: 
 
 def test_recommendations_carry_no_coordinates_of_anyone(alice: User) -> None:
     activity = new_activity(alice, location=Point(PARK_LON + 0.03, PARK_LAT + 0.01, srid=4326))
-    kindred = make = person("kindred", 0.0123)
+    kindred = person("kindred", 0.0123)
     activity_recommendations_compute(activity_id=activity.pk)
     text = client_for(alice).get(f"{URL}{activity.pk}/recommendations/").content.decode()
     assert json.loads(text)["results"][0]["user"]["id"] == kindred.pk
-    home = make.profile.location
+    home = kindred.profile.location
     for needle in (f"{home.x:.3f}", f"{home.y:.3f}", "lat", "lon", "location", "distance_m"):
         assert needle not in text
 
@@ -169,7 +177,7 @@ def test_with_a_served_model_the_seed_set_attention_and_the_ranking_head_rank(me
 
     served_city()
     people = list(User.objects.filter(profile__isnull=False).order_by("pk"))
-    group_a, group_b = people[:8], people[8:]
+    group_a = people[:8]
     for someone in people:
         AvailabilityFactory(user=someone, weekday=5, start_time="08:00", end_time="18:00")
     Profile.objects.filter(user__in=people).update(interests=["sports", "music"])

@@ -22,7 +22,7 @@ from activities.errors import (
 )
 from activities.models import Activity, Invitation, Participation, Recommendation, WaitlistEntry
 from activities.services.common import blocked_with, can_moderate, emit, notify
-from activities.services.participation import add_participant, lock_open_activity
+from activities.services.participation import add_participant, check_may_join, lock_open_activity
 from users.models import Notification, User
 
 INVITED_MESSAGE = "{organiser} invites you to {title}."
@@ -133,8 +133,6 @@ def invitation_accept(*, actor: User, invitation: Invitation) -> Participation:
     a started one expires the invitation and raises InvitationClosed; a cancelled one raises
     InvitationClosed.
     """
-    from activities.services.participation import check_may_join
-
     expired = False
     with transaction.atomic():
         activity, invitation = _lock_invitation(actor, invitation)

@@ -20,6 +20,7 @@ Run it against a throwaway database (docs/BENCHMARKS.md).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import statistics
 import time
@@ -75,7 +76,7 @@ class Command(BaseCommand):
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE activities_invitation; ANALYZE activities_waitlistentry")
         upcoming = list(
-            Activity.objects.filter(status=Activity.Status.PUBLISHED, starts_at__gt=timezone.now() + timezone.timedelta(hours=1))
+            Activity.objects.filter(status=Activity.Status.PUBLISHED, starts_at__gt=timezone.now() + dt.timedelta(hours=1))
             .order_by("pk").values_list("pk", flat=True)
         )
         if not upcoming:

@@ -7,7 +7,15 @@ from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
 from activities import services
-from activities.models import Activity, Category, Invitation, Participation, Venue
+from activities.models import (
+    Activity,
+    Category,
+    Invitation,
+    Participation,
+    Recommendation,
+    Venue,
+    WaitlistEntry,
+)
 from users.admin import MapAdmin
 
 
@@ -38,7 +46,7 @@ class ParticipationInline(admin.TabularInline):
 class ActivityAdmin(MapAdmin):
     list_display = (
         "title", "organiser", "category", "status", "starts_at", "capacity", "participants",
-        "is_featured",
+        "is_featured", "recommended_at", "recommendation_ranker",
     )
     list_filter = ("status", "category", "is_featured", "skill_level")
     search_fields = ("title", "description", "organiser__username")
@@ -46,6 +54,9 @@ class ActivityAdmin(MapAdmin):
     date_hierarchy = "starts_at"
     list_select_related = ("organiser",)
     inlines = (ParticipationInline,)
+    readonly_fields = (
+        "recommended_at", "recommendation_ranker", "recommendation_model_version", "recommendation_runs",
+    )
     actions = ("feature", "unfeature", "cancel")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Activity]:
@@ -87,3 +98,27 @@ class InvitationAdmin(admin.ModelAdmin):
     raw_id_fields = ("activity", "invitee", "invited_by")
     list_select_related = ("activity", "invitee")
     date_hierarchy = "created_at"
+
+
+@admin.register(WaitlistEntry)
+class WaitlistEntryAdmin(admin.ModelAdmin):
+    list_display = ("activity", "user", "created_at")
+    search_fields = ("activity__title", "user__username")
+    raw_id_fields = ("activity", "user")
+    list_select_related = ("activity", "user")
+
+
+@admin.register(Recommendation)
+class RecommendationAdmin(admin.ModelAdmin):
+    """Read-only: the recommender rewrites these lists; staff look, they do not edit."""
+
+    list_display = ("activity", "rank", "user", "score")
+    search_fields = ("activity__title", "user__username")
+    raw_id_fields = ("activity", "user")
+    list_select_related = ("activity", "user")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

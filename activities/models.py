@@ -99,6 +99,14 @@ class Activity(models.Model):
     is_featured = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The stored participant recommendations (``Recommendation``): when they were computed, by
+    # which ranker ("model" or "rules") and model version, and how many times in all (the
+    # debounce keeps a burst of joins to one run). Database defaults, because bulk COPY loads
+    # (generate_city, imports) name only the columns they fill.
+    recommended_at = models.DateTimeField(null=True, blank=True)
+    recommendation_ranker = models.CharField(max_length=8, blank=True, default="", db_default="")
+    recommendation_model_version = models.CharField(max_length=40, blank=True, default="", db_default="")
+    recommendation_runs = models.PositiveIntegerField(default=0, db_default=0)
 
     class Meta:
         verbose_name_plural = "activities"
@@ -199,3 +207,51 @@ class Invitation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.invitee_id} to {self.activity_id} ({self.status})"
+
+
+class WaitlistEntry(models.Model):
+    """Someone waiting for a place in a full activity; the earliest is promoted when one frees."""
+
+    activity = models.ForeignKey(Activity, on_delete=models.CASCADE, related_name="waitlist")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="waitlist_entries"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "waitlist entries"
+        constraints = [
+            models.UniqueConstraint(fields=["activity", "user"], name="waitlist_unique"),
+        ]
+        indexes = [
+            # Promotion takes the earliest entry of an activity.
+            models.Index(fields=["activity", "created_at"], name="waitlist_activity_order"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} waiting for {self.activity_id}"
+
+
+class Recommendation(models.Model):
+    """One recommended participant of an activity, as the recommender last ranked them.
+
+    Rewritten as a whole list each time the recommendations are recomputed; what the organiser
+    acted on is kept on the ``Invitation`` (score and reasons) and in the interaction log.
+    """
+
+    activity = models.ForeignKey(Activity, on_delete=models.CASCADE, related_name="recommendations")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    rank = models.PositiveIntegerField()
+    score = models.FloatField()
+    # Why, in words a person can check: shared interests, distance bucket, friends taking part ...
+    reasons = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["activity", "user"], name="recommendation_unique"),
+            models.UniqueConstraint(fields=["activity", "rank"], name="recommendation_unique_rank"),
+            models.CheckConstraint(condition=Q(rank__gte=1), name="recommendation_rank_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.activity_id}: #{self.rank} {self.user_id}"

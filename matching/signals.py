@@ -7,6 +7,7 @@ from typing import Any
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from activities.signals import activity_event, recommendations_stale
 from users.models import Availability, Connection, Profile
 
 
@@ -32,3 +33,35 @@ def connection_changed(sender: type, instance: Connection, **kwargs: Any) -> Non
     if instance.status == Connection.Status.ACCEPTED:
         _schedule(instance.from_user_id)
         _schedule(instance.to_user_id)
+
+
+# Activities: their events go to the interaction log (in the sender's transaction), and a change
+# of what the recommendations depend on schedules a recomputation.
+
+
+@receiver(activity_event, dispatch_uid="matching-activity-event")
+def activity_event_logged(
+    sender: type, kind: str, actor_id: int, activity_id: int, target_user_id: int | None = None,
+    position: int | None = None, model_version: str = "", variant: str = "", surface: str = "", **kwargs: Any,
+) -> None:
+    from django.utils import timezone
+
+    from matching.models import Interaction
+
+    Interaction.objects.create(
+        actor_id=actor_id, kind=kind, target_activity_id=activity_id, target_user_id=target_user_id,
+        position=position, surface=surface, model_version=model_version or "", variant=variant or "",
+        occurred_at=timezone.now(),
+    )
+
+
+@receiver(recommendations_stale, dispatch_uid="matching-recommendations-stale")
+def recommendations_stale_received(sender: type, activity_id: int, reason: str, **kwargs: Any) -> None:
+    """Publishing or changing an activity recomputes at once; joins and leaves wait out the window."""
+    from django.conf import settings
+
+    from matching.services.activity_recommendations import activity_recommendations_schedule
+
+    immediate = reason in ("published", "changed")
+    countdown = 0 if immediate else int(settings.ACTIVITY_RECOMMENDATION_DEBOUNCE_SECONDS)
+    activity_recommendations_schedule(activity_id=activity_id, countdown=countdown)

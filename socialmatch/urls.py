@@ -12,6 +12,8 @@ urlpatterns = [
     path("", include("socialmatch.web.urls")),
     path("health/", health, name="health"),
     path("api/v1/", include("matching.urls")),
+    path("api/v1/", include("activities.urls")),
+    path("api/v1/", include("users.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

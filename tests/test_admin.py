@@ -11,6 +11,7 @@ from django.test import Client
 from django.urls import reverse
 
 from activities.factories import ActivityFactory, CategoryFactory, InvitationFactory, ParticipationFactory, VenueFactory
+<<<<<<< HEAD
 from activities.models import Activity, Invitation
 from matching.models import (
     Audience,
@@ -21,8 +22,12 @@ from matching.models import (
     ModelVersion,
     RankingConfig,
 )
+=======
+from activities.models import Activity, Invitation, Recommendation, WaitlistEntry
+from matching.models import Audience, AudienceMember, EmbeddingSet, Interaction, ModelVersion
+>>>>>>> issue-6
 from users.factories import AvailabilityFactory, BlockFactory, ConnectionFactory, ProfileFactory, UserFactory
-from users.models import LocationPing, User
+from users.models import LocationPing, Notification, User
 
 pytestmark = pytest.mark.django_db
 
@@ -45,8 +50,11 @@ def one_of_everything(staff: User) -> None:
     BlockFactory()
     venue = VenueFactory()
     venue.categories.add(CategoryFactory())
-    InvitationFactory()
+    invitation = InvitationFactory()
     ParticipationFactory()
+    WaitlistEntry.objects.create(activity=invitation.activity, user=profile.user)
+    Recommendation.objects.create(activity=invitation.activity, user=profile.user, rank=1, score=0.5)
+    Notification.objects.create(user=profile.user, kind="invitation", message="Alice invites you.")
     Interaction.objects.create(
         actor=profile.user, kind="visit", target_venue=venue, occurred_at=dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     )

@@ -10,7 +10,7 @@ from django.http import HttpRequest
 
 from socialmatch.widgets import OfflineMapWidget
 from users import services
-from users.models import Availability, Block, Connection, LocationPing, Profile, User
+from users.models import Availability, Block, Connection, LocationPing, Notification, Profile, User
 
 
 class MapAdmin(GISModelAdmin):
@@ -120,3 +120,13 @@ class BlockAdmin(admin.ModelAdmin):
     search_fields = ("blocker__username", "blocked__username")
     raw_id_fields = ("blocker", "blocked")
     list_select_related = ("blocker", "blocked")
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ("user", "kind", "message", "created_at", "read_at")
+    list_filter = ("kind",)
+    search_fields = ("user__username", "message")
+    raw_id_fields = ("user",)
+    list_select_related = ("user",)
+    date_hierarchy = "created_at"

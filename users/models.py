@@ -282,3 +282,44 @@ class Block(models.Model):
 
     def __str__(self) -> str:
         return f"{self.blocker_id} blocks {self.blocked_id}"
+
+
+class Notification(models.Model):
+    """An in-app message to one person: an invitation, a place freed from the waitlist ..."""
+
+    class Kind(models.TextChoices):
+        INVITATION = "invitation", "Invitation"
+        INVITATION_ANSWERED = "invitation_answered", "Invitation answered"
+        WAITLIST_PROMOTED = "waitlist_promoted", "Promoted from the waitlist"
+        ACTIVITY_CANCELLED = "activity_cancelled", "Activity cancelled"
+        ACTIVITY_CHANGED = "activity_changed", "Activity changed"
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    message = models.CharField(max_length=300)
+    # Ids the client links to ({"activity_id": 3, "invitation_id": 9}); never coordinates.
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=[
+                    "invitation", "invitation_answered", "waitlist_promoted", "activity_cancelled",
+                    "activity_changed",
+                ]),
+                name="notification_kind_valid",
+            ),
+        ]
+        indexes = [
+            # A person's list, newest first.
+            models.Index(fields=["user", "-created_at"], name="notification_user_recent"),
+            # The unread badge counts unread rows of one person.
+            models.Index(
+                fields=["user"], condition=Q(read_at__isnull=True), name="notification_user_unread"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.kind}"

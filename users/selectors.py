@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
-from users.models import Block, Connection, Profile, User
+from users.models import Block, Connection, Notification, Profile, User
 
 
 def connection_between(a: int, b: int) -> Connection | None:
@@ -37,3 +37,13 @@ def mutual_friend_count(a: int, b: int) -> int:
         return {t if f == u else f for f, t in rows.values_list("from_user_id", "to_user_id")}
 
     return len(friends(a) & friends(b))
+
+
+def notifications_for(*, user: User, unread_only: bool = False) -> QuerySet[Notification]:
+    """A person's own notifications, newest first."""
+    queryset = Notification.objects.filter(user=user).order_by("-created_at", "-pk")
+    return queryset.filter(read_at__isnull=True) if unread_only else queryset
+
+
+def notifications_unread_count(*, user: User) -> int:
+    return Notification.objects.filter(user=user, read_at__isnull=True).count()

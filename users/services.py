@@ -12,7 +12,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from users.geo import robust_centre
-from users.models import Availability, Block, Connection, LocationPing, Profile, User
+from users.models import Availability, Block, Connection, LocationPing, Notification, Profile, User
 
 # How much location history the home location is computed from.
 HOME_HISTORY_DAYS = 90
@@ -230,3 +230,29 @@ def user_unblock(*, actor: User, blocked_id: int) -> bool:
     with transaction.atomic():
         deleted, _ = Block.objects.filter(blocker=actor, blocked_id=blocked_id).delete()
     return deleted > 0
+# --- Notifications --------------------------------------------------------------------------
+
+
+def notification_create(*, user_id: int, kind: str, message: str, data: dict[str, object] | None = None) -> Notification:
+    """One in-app notification; callers run it inside their own transaction."""
+    notification = Notification(user_id=user_id, kind=kind, message=message, data=data or {})
+    notification.full_clean()
+    notification.save()
+    return notification
+
+
+def notifications_create(*, user_ids: Iterable[int], kind: str, message: str, data: dict[str, object] | None = None) -> int:
+    """The same notification to many people in one INSERT (cancelling an activity tells everyone)."""
+    rows = [Notification(user_id=uid, kind=kind, message=message, data=data or {}) for uid in user_ids]
+    for row in rows[:1]:
+        row.full_clean(exclude=["user"])
+    return len(Notification.objects.bulk_create(rows))
+
+
+def notifications_mark_read(*, actor: User, ids: Iterable[int] | None = None) -> int:
+    """Mark the actor's notifications read (all of them when ``ids`` is None); others' are untouched."""
+    queryset = Notification.objects.filter(user=actor, read_at__isnull=True)
+    if ids is not None:
+        queryset = queryset.filter(pk__in=list(ids))
+    with transaction.atomic():
+        return queryset.update(read_at=timezone.now())

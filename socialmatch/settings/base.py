@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.core.exceptions import ImproperlyConfigured
 
 from celery.schedules import crontab
 
@@ -174,6 +177,7 @@ MATCHING_CONDITIONS_PROVIDER = env_str("MATCHING_CONDITIONS_PROVIDER", "matching
 NEARBY_GRID_METRES = env_int("NEARBY_GRID_METRES", 100, minimum=100)
 NEARBY_FUSION_WEIGHTS = (0.6, 0.4)
 
+<<<<<<< HEAD
 # Keeping the model good (matching.services.lifecycle). The nightly retraining activates its
 # candidate only if its recall@20 on the gate slice is at most MODEL_GATE_MARGIN below the
 # active version's; the hourly incremental update fine-tunes the ranking head at this rate.
@@ -189,5 +193,31 @@ CELERY_BEAT_SCHEDULE = {
     "model-update-hourly": {
         "task": "matching.tasks.model_update_incremental_task",
         "schedule": crontab(minute=40),
+=======
+# Activities. An organiser may send this many invitations in any 24 hours.
+INVITATIONS_PER_ORGANISER_PER_DAY = env_int("INVITATIONS_PER_ORGANISER_PER_DAY", 50, minimum=1)
+# Participant recommendation (seed 000 section 5.2): how many are stored per activity, how many
+# eligible people nearest the place are scored at most, how many the ranking head re-ranks, how
+# long a burst of joins waits before one recomputation, and the fusion of closeness and likeness.
+ACTIVITY_RECOMMENDATION_LIMIT = env_int("ACTIVITY_RECOMMENDATION_LIMIT", 50, minimum=1)
+ACTIVITY_RECOMMENDATION_CANDIDATES = env_int("ACTIVITY_RECOMMENDATION_CANDIDATES", 2000, minimum=10)
+ACTIVITY_RECOMMENDATION_RERANK = env_int("ACTIVITY_RECOMMENDATION_RERANK", 200, minimum=1)
+ACTIVITY_RECOMMENDATION_DEBOUNCE_SECONDS = env_int("ACTIVITY_RECOMMENDATION_DEBOUNCE_SECONDS", 60, minimum=0)
+ACTIVITY_RECOMMENDATION_WEIGHTS = (0.4, 0.6)  # (distance, similarity)
+# Weekly availability slots are in the city's local time; activities start at UTC instants. The
+# generated city uses UTC-5 without daylight saving ("Etc/GMT+5": the sign is POSIX's).
+AVAILABILITY_TIME_ZONE = env_str("AVAILABILITY_TIME_ZONE", "Etc/GMT+5")
+try:
+    ZoneInfo(AVAILABILITY_TIME_ZONE)
+except (ZoneInfoNotFoundError, ValueError):
+    raise ImproperlyConfigured(f"AVAILABILITY_TIME_ZONE={AVAILABILITY_TIME_ZONE!r} is not a time zone") from None
+
+# Pending invitations expire when their activity starts: swept every minute. The database
+# scheduler installs this entry when beat starts.
+CELERY_BEAT_SCHEDULE = {
+    "activities-expire-invitations": {
+        "task": "activities.tasks.invitations_expire_task",
+        "schedule": 60.0,
+>>>>>>> issue-6
     },
 }

@@ -7,9 +7,10 @@ import django.core.validators
 import django.db.models.deletion
 import django.db.models.functions.comparison
 import django.utils.timezone
-import users.fields
 from django.conf import settings
 from django.db import migrations, models
+
+import users.fields
 
 
 class Migration(migrations.Migration):

@@ -59,7 +59,6 @@ def audience_build_task(self: object, audience_id: int) -> dict[str, object]:
     return {"audience": audience.pk, "status": audience.status}
 
 
-<<<<<<< HEAD
 @shared_task(bind=True, max_retries=0, acks_late=True, soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300)
 def model_retrain_scheduled_task(self: object) -> dict[str, object]:
     """Nightly (beat): warm-started retraining behind the evaluation gate."""
@@ -76,7 +75,8 @@ def model_update_incremental_task(self: object) -> dict[str, object]:
 
     version = model_update_incremental()
     return {"version": version.name if version else None}
-=======
+
+
 @shared_task(bind=True, max_retries=3, acks_late=True)
 def activity_recommendations_task(self: object, activity_id: int) -> dict[str, object] | None:
     """Recompute and store an activity's recommended participants (debounced by the scheduler)."""
@@ -86,4 +86,3 @@ def activity_recommendations_task(self: object, activity_id: int) -> dict[str, o
     if run is None:
         return None
     return {"activity": run.activity_id, "ranker": run.ranker, "stored": run.stored, "seconds": round(run.seconds, 3)}
->>>>>>> issue-6

@@ -10,9 +10,14 @@ from django.contrib.gis.geos import Point
 from django.test import Client
 from django.urls import reverse
 
-from activities.factories import ActivityFactory, CategoryFactory, InvitationFactory, ParticipationFactory, VenueFactory
-<<<<<<< HEAD
-from activities.models import Activity, Invitation
+from activities.factories import (
+    ActivityFactory,
+    CategoryFactory,
+    InvitationFactory,
+    ParticipationFactory,
+    VenueFactory,
+)
+from activities.models import Activity, Invitation, Recommendation, WaitlistEntry
 from matching.models import (
     Audience,
     AudienceMember,
@@ -22,11 +27,12 @@ from matching.models import (
     ModelVersion,
     RankingConfig,
 )
-=======
-from activities.models import Activity, Invitation, Recommendation, WaitlistEntry
-from matching.models import Audience, AudienceMember, EmbeddingSet, Interaction, ModelVersion
->>>>>>> issue-6
-from users.factories import AvailabilityFactory, BlockFactory, ConnectionFactory, ProfileFactory, UserFactory
+from users.factories import (
+    AvailabilityFactory,
+    BlockFactory,
+    ConnectionFactory,
+    ProfileFactory,
+)
 from users.models import LocationPing, Notification, User
 
 pytestmark = pytest.mark.django_db

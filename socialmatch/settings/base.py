@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from django.core.exceptions import ImproperlyConfigured
-
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 from socialmatch.settings.env import (
     database_from_url,
@@ -67,6 +66,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "socialmatch.web.context_processors.notifications",
             ],
         },
     },
@@ -177,7 +177,6 @@ MATCHING_CONDITIONS_PROVIDER = env_str("MATCHING_CONDITIONS_PROVIDER", "matching
 NEARBY_GRID_METRES = env_int("NEARBY_GRID_METRES", 100, minimum=100)
 NEARBY_FUSION_WEIGHTS = (0.6, 0.4)
 
-<<<<<<< HEAD
 # Keeping the model good (matching.services.lifecycle). The nightly retraining activates its
 # candidate only if its recall@20 on the gate slice is at most MODEL_GATE_MARGIN below the
 # active version's; the hourly incremental update fine-tunes the ranking head at this rate.
@@ -185,15 +184,7 @@ MODEL_GATE_MARGIN = env_float("MODEL_GATE_MARGIN", 0.01)
 MODEL_GATE_K = env_int("MODEL_GATE_K", 20, minimum=1)
 MODEL_RETRAIN_EPOCHS = env_int("MODEL_RETRAIN_EPOCHS", 1, minimum=1)
 MODEL_INCREMENTAL_LR = env_float("MODEL_INCREMENTAL_LR", 1e-3)
-CELERY_BEAT_SCHEDULE = {
-    "model-retrain-nightly": {
-        "task": "matching.tasks.model_retrain_scheduled_task",
-        "schedule": crontab(hour=3, minute=15),
-    },
-    "model-update-hourly": {
-        "task": "matching.tasks.model_update_incremental_task",
-        "schedule": crontab(minute=40),
-=======
+
 # Activities. An organiser may send this many invitations in any 24 hours.
 INVITATIONS_PER_ORGANISER_PER_DAY = env_int("INVITATIONS_PER_ORGANISER_PER_DAY", 50, minimum=1)
 # Participant recommendation (seed 000 section 5.2): how many are stored per activity, how many
@@ -212,12 +203,20 @@ try:
 except (ZoneInfoNotFoundError, ValueError):
     raise ImproperlyConfigured(f"AVAILABILITY_TIME_ZONE={AVAILABILITY_TIME_ZONE!r} is not a time zone") from None
 
-# Pending invitations expire when their activity starts: swept every minute. The database
-# scheduler installs this entry when beat starts.
+# Celery beat (the database scheduler installs these entries when beat starts): pending invitations
+# expire when their activity starts, swept every minute; the model retrains nightly behind the
+# evaluation gate and its ranking head is updated hourly.
 CELERY_BEAT_SCHEDULE = {
     "activities-expire-invitations": {
         "task": "activities.tasks.invitations_expire_task",
         "schedule": 60.0,
->>>>>>> issue-6
+    },
+    "model-retrain-nightly": {
+        "task": "matching.tasks.model_retrain_scheduled_task",
+        "schedule": crontab(hour=3, minute=15),
+    },
+    "model-update-hourly": {
+        "task": "matching.tasks.model_update_incremental_task",
+        "schedule": crontab(minute=40),
     },
 }

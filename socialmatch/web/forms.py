@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
+from django.contrib.gis.geos import Point
+from django.utils import timezone
 
 from users.models import BIRTH_YEAR_MAX, BIRTH_YEAR_MIN, Gender, Occupation, User
 from users.services import WEEKDAYS
@@ -91,3 +93,56 @@ class NearbyFilterForm(forms.Form):
     def __init__(self, *args: object, interests: list[str] = (), **kwargs: object) -> None:  # type: ignore[assignment]
         super().__init__(*args, **kwargs)
         self.fields["interest"].choices = [("", "Any")] + [(i, i.capitalize()) for i in interests]
+
+
+SKILL_CHOICES = [(1, "1 - beginner"), (2, "2"), (3, "3 - intermediate"), (4, "4"), (5, "5 - expert")]
+
+
+class ActivityFilterForm(forms.Form):
+    DEFAULTS: dict[str, object] = {"radius_km": 10, "category": "", "within_days": None, "skill_level": None,
+                                   "order": "distance"}
+
+    radius_km = forms.TypedChoiceField(choices=RADIUS_CHOICES, coerce=int, initial=10, label="Within")
+    category = forms.ChoiceField(choices=[("", "Any")] + ACTIVITY_TYPE_CHOICES, required=False)
+    within_days = forms.TypedChoiceField(
+        choices=[("", "Any time"), (1, "Next 24 hours"), (7, "Next 7 days"), (30, "Next 30 days")],
+        coerce=int, empty_value=None, required=False, label="When",
+    )
+    skill_level = forms.TypedChoiceField(choices=[("", "Any level")] + SKILL_CHOICES, coerce=int, empty_value=None,
+                                         required=False, label="Level")
+    order = forms.ChoiceField(choices=[("distance", "Nearest first"), ("start", "Soonest first")], required=False,
+                              label="Order")
+
+
+class ActivityForm(forms.Form):
+    SERVICE_FIELDS = ("title", "description", "category", "subtype", "skill_level", "location", "starts_at", "ends_at",
+                      "capacity", "recruit_radius_km")
+
+    title = forms.CharField(max_length=140)
+    description = forms.CharField(max_length=5000, required=False, widget=forms.Textarea(attrs={"rows": 4}))
+    category = forms.ChoiceField(choices=ACTIVITY_TYPE_CHOICES)
+    subtype = forms.ChoiceField(choices=[("", "-")] + INTEREST_CHOICES, required=False, label="Interest it is about")
+    skill_level = forms.TypedChoiceField(choices=SKILL_CHOICES, coerce=int, label="Skill level")
+    starts_at = forms.DateTimeField(widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+                                    label="Starts")
+    ends_at = forms.DateTimeField(widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+                                  label="Ends")
+    capacity = forms.IntegerField(min_value=1, max_value=10_000, label="Places")
+    recruit_radius_km = forms.FloatField(min_value=0.5, max_value=100, label="Recommend people within (km)")
+    latitude = forms.FloatField(min_value=-90, max_value=90, widget=forms.NumberInput(attrs={"step": "any"}))
+    longitude = forms.FloatField(min_value=-180, max_value=180, widget=forms.NumberInput(attrs={"step": "any"}))
+    publish = forms.BooleanField(required=False, label="Publish now (otherwise keep it as a draft)")
+
+    def __init__(self, *args: object, editing: bool = False, **kwargs: object) -> None:  # type: ignore[misc]
+        super().__init__(*args, **kwargs)
+        if editing:
+            del self.fields["publish"]
+
+    def service_fields(self) -> dict[str, object]:
+        data = self.cleaned_data
+        fields = {name: data[name] for name in self.SERVICE_FIELDS if name != "location"}
+        fields["location"] = Point(data["longitude"], data["latitude"], srid=4326)
+        for name in ("starts_at", "ends_at"):
+            if timezone.is_naive(fields[name]):
+                fields[name] = timezone.make_aware(fields[name])
+        return fields

@@ -23,7 +23,13 @@ from matching.services.audiences import (
     SeedFilter,
     audience_create,
 )
-from matching.services.nearby import MAX_LIMIT, MAX_RADIUS_KM, NearbyError, nearby_matches
+from matching.services.nearby import (
+    MAX_LIMIT,
+    MAX_RADIUS_KM,
+    NearbyError,
+    QueryPointMoving,
+    nearby_matches,
+)
 from matching.services.similarity import similar_users, similarity_between
 from users.models import User
 from users.taxonomy import INTERESTS
@@ -80,6 +86,9 @@ class NearbyMatchesApi(APIView):
         query.is_valid(raise_exception=True)
         try:
             result = nearby_matches(user=request.user, **query.validated_data)
+        except QueryPointMoving as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS,
+                            headers={"Retry-After": str(exc.retry_after)})
         except NearbyError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(NearbyResponseSerializer(result).data)

@@ -161,8 +161,8 @@ class AudienceFilterSerializer(serializers.Serializer):
     """A saved filter instead of seed ids: people with any of these interests, in this area, with
     at least this many interactions of their own in the last ``activity_days`` days."""
 
-    interests = serializers.ListField(child=serializers.ChoiceField(choices=INTERESTS), required=False, default=list,
-                                      max_length=len(INTERESTS))
+    interests = serializers.ListField(child=serializers.ChoiceField(choices=INTERESTS),
+                                      required=False, default=list, max_length=len(INTERESTS))
     area = AudienceAreaSerializer(required=False)
     min_activity = serializers.IntegerField(min_value=0, max_value=100_000, default=0)
     activity_days = serializers.IntegerField(min_value=1, max_value=3650, default=90)
@@ -175,8 +175,8 @@ class AudienceFilterSerializer(serializers.Serializer):
 
 class AudienceCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=120, required=False, default="")
-    seed_user_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=100_000,
-                                          required=False)
+    seed_user_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1,
+                                          max_length=100_000, required=False)
     filter = AudienceFilterSerializer(required=False)
     target_size = serializers.IntegerField(min_value=1, max_value=1_000_000)
     exclude_seeds = serializers.BooleanField(default=True)

@@ -56,7 +56,8 @@ class ServingSet:
     # Embeddings refreshed since the set was built (profile changes, new people): user id ->
     # (seed, target, preference or None). Consulted before the arrays; applied to the index as
     # they arrive.
-    overlay: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = field(default_factory=dict)
+    overlay: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = field(
+        default_factory=dict)
     applied: int = 0  # entries of the refresh log already applied
     _model: object | None = None  # the set's RALM, loaded on first use (see ``ranking_model``)
     _model_failed: bool = False
@@ -101,7 +102,8 @@ class ServingSet:
         if not len(self.venue_ids):
             return np.zeros(len(venue_ids))
         rows = np.searchsorted(self.venue_ids, venue_ids).clip(0, len(self.venue_ids) - 1)
-        return np.where(self.venue_ids[rows] == venue_ids, self.venue_visitors[rows], 0).astype(np.float64)
+        known = self.venue_ids[rows] == venue_ids
+        return np.where(known, self.venue_visitors[rows], 0).astype(np.float64)
 
     def ranking_model(self) -> object | None:
         """The set's model version, loaded once per process (None when it cannot be loaded)."""
@@ -114,7 +116,7 @@ class ServingSet:
                     raise ModelVersionError(f"model version {self.version} is gone")
                 self._model = model_version_load(version)
             except ModelVersionError:
-                logger.exception("the model of embedding set %s cannot rank; cosine only", self.set_id)
+                logger.exception("embedding set %s: its model cannot rank", self.set_id)
                 self._model_failed = True
         return self._model
 
@@ -142,11 +144,12 @@ class ServingSet:
             from matching.ml.index import upsert
 
             self.overlay.update(updates)
-            upsert(self.index, np.stack([u[1] for u in updates.values()]), np.array(list(updates), dtype=np.int64))
+            targets = np.stack([u[1] for u in updates.values()])
+            upsert(self.index, targets, np.array(list(updates), dtype=np.int64))
 
 
 def embedding_key(version: str, user_id: int) -> str:
-    """Redis key of one user's refreshed embeddings: raw float32 bytes (seed, target, preference)."""
+    """Redis key of one user's refreshed embeddings: float32 bytes (seed, target, preference)."""
     return f"matching:emb:{version}:{user_id}"
 
 
@@ -169,7 +172,8 @@ class _Store:
         if now - self._checked < CHECK_SECONDS:
             return self._serving
         self._checked = now
-        self.active_version = ModelVersion.objects.filter(is_active=True).values_list("name", flat=True).first() or ""
+        active = ModelVersion.objects.filter(is_active=True).values_list("name", flat=True)
+        self.active_version = active.first() or ""
         try:
             key = cache.get(SERVING_SET_KEY)
         except Exception:  # noqa: BLE001 - Redis down: keep serving what we have
@@ -205,7 +209,7 @@ class _Store:
 
 
 def serving_set_load(embedding_set: EmbeddingSet) -> ServingSet:
-    """The arrays of a ready set, memory-mapped, and its index (raises OSError when files are gone)."""
+    """The arrays of a ready set, memory-mapped, and its index (OSError when files are gone)."""
     directory = set_dir(embedding_set)
 
     def optional(name: str) -> np.ndarray | None:
@@ -218,7 +222,8 @@ def serving_set_load(embedding_set: EmbeddingSet) -> ServingSet:
         seed=np.load(directory / "seed.npy", mmap_mode="r", allow_pickle=False),
         target=np.load(directory / "target.npy", mmap_mode="r", allow_pickle=False),
         index=load_index(directory / "index.faiss"),
-        pref=optional("pref.npy"), venue_ids=optional("venue_ids.npy"), venue_visitors=optional("venue_visitors.npy"),
+        pref=optional("pref.npy"), venue_ids=optional("venue_ids.npy"),
+        venue_visitors=optional("venue_visitors.npy"),
     )
 
 

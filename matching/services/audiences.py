@@ -45,7 +45,10 @@ SEEDS_OR_FILTER = "Give either seed_user_ids or a filter, not both and not neith
 EMPTY_FILTER = "The filter needs at least one of interests, area or min_activity."
 NOBODY_MATCHES = "Nobody matches the filter."
 # Interactions a person makes themself; impressions are logged by the system and do not count.
-ACTIVITY_KINDS = ("view", "like", "connect_request", "accept", "message", "invite_sent", "invite_accepted", "join", "visit")
+ACTIVITY_KINDS = (
+    "view", "like", "connect_request", "accept", "message", "invite_sent", "invite_accepted", "join",
+    "visit",
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,8 @@ class SeedFilter:
 
 def audience_filter_seeds(*, seed_filter: SeedFilter, limit: int = MAX_SEEDS) -> list[int]:
     """Ids of active people matching ``seed_filter``; above ``limit``, the most active first."""
-    if not seed_filter.interests and seed_filter.radius_km is None and seed_filter.min_activity <= 0:
+    empty = not seed_filter.interests and seed_filter.radius_km is None
+    if empty and seed_filter.min_activity <= 0:
         raise ValueError(EMPTY_FILTER)
     people = User.objects.filter(is_active=True, is_suspended=False, profile__isnull=False)
     if seed_filter.interests:
@@ -83,8 +87,9 @@ def audience_filter_seeds(*, seed_filter: SeedFilter, limit: int = MAX_SEEDS) ->
 
 
 def audience_create(
-    *, actor: User, seed_user_ids: list[int] | None = None, target_size: int, exclude_seeds: bool = True,
-    min_score: float = -1.0, name: str = "", seed_filter: SeedFilter | None = None,
+    *, actor: User, seed_user_ids: list[int] | None = None, target_size: int,
+    exclude_seeds: bool = True, min_score: float = -1.0, name: str = "",
+    seed_filter: SeedFilter | None = None,
 ) -> Audience:
     """Record an audience request and queue its build (after the transaction commits).
 

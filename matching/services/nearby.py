@@ -31,6 +31,7 @@ from many query points would otherwise trilaterate someone's grid cell.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -59,8 +60,9 @@ MAX_LIMIT = 100
 BUCKETS_KM = (1, 2, 5, 10, 20, 50)
 NO_LOCATION = "Set your location first, or pass lat and lon."
 MOVING_TOO_FAST = (
-    "Your search location moved {km:.0f} km in {seconds:.0f} s. Searches from far-apart places in "
-    "quick succession are paused for a moment to protect everyone's location; try again in {retry} s."
+    "Your search location moved {km:.0f} km in {seconds:.0f} s. Searches from far-apart places "
+    "in quick succession are paused for a moment to protect everyone's location; try again in "
+    "{retry} s."
 )
 TOO_MANY_PLACES = (
     "You searched from {cells} different places within {window} s. To protect everyone's location, "
@@ -156,7 +158,8 @@ def _mutual_friends(me: int, others: list[int]) -> dict[int, int]:
 
 
 def nearby_candidates(
-    *, me: int, lon: float, lat: float, radius_km: float, cap: int = CANDIDATE_CAP, include_connected: bool = False,
+    *, me: int, lon: float, lat: float, radius_km: float, cap: int = CANDIDATE_CAP,
+    include_connected: bool = False,
 ) -> list[tuple[int, str, list[str] | None, int | None, float]]:
     """(user id, display name, interests, birth year, snapped distance in metres), nearest first."""
     grid_m = float(settings.NEARBY_GRID_METRES)
@@ -181,7 +184,9 @@ def nearby_matches(
             raise NearbyError(NO_LOCATION)
         lon, lat = profile.location.x, profile.location.y
     query_point_check(user_id=user.pk, lon=lon, lat=lat)
-    rows = nearby_candidates(me=user.pk, lon=lon, lat=lat, radius_km=radius_km, include_connected=include_connected)
+    rows = nearby_candidates(
+        me=user.pk, lon=lon, lat=lat, radius_km=radius_km, include_connected=include_connected,
+    )
     if not rows:
         return NearbyResult(ranker="rules", model_version="", matches=[])
     ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -203,11 +208,13 @@ def nearby_matches(
             cosine = targets @ mine[0]
             similarity = np.where(found, (cosine + 1.0) / 2.0, 0.0)
             ranker, version = "model", serving.version
-            model = serving.ranking_model() if store.active_version == serving.version and serving.pref is not None else None
+            current = store.active_version == serving.version and serving.pref is not None
+            model = serving.ranking_model() if current else None
             if model is not None:
                 context = pair_context_load(me=user.pk, candidates=ids)
                 pairs = pair_features_served(
-                    context, serving, distance_km=distance_km, my_birth_year=my_year, birth_years=years,
+                    context, serving, distance_km=distance_km, my_birth_year=my_year,
+                    birth_years=years,
                 )
                 reranked = _scaled(_rank_logits(model, mine[0], targets, pairs))
                 similarity = np.where(found, reranked, 0.0)
@@ -273,7 +280,8 @@ def query_point_check(*, user_id: int, lon: float, lat: float, now: float | None
         elapsed = max(now - last_time, 0.0)
         if km > settings.NEARBY_MOVE_MAX_KM and elapsed < settings.NEARBY_MOVE_JUMP_SECONDS:
             retry = max(1, math.ceil(settings.NEARBY_MOVE_JUMP_SECONDS - elapsed))
-            raise QueryPointMoving(MOVING_TOO_FAST.format(km=km, seconds=elapsed, retry=retry), retry)
+            message = MOVING_TOO_FAST.format(km=km, seconds=elapsed, retry=retry)
+            raise QueryPointMoving(message, retry)
         cells = {p[3] for p in points}
         if cell not in cells and len(cells) >= settings.NEARBY_MOVE_MAX_CELLS:
             retry = max(1, math.ceil(window - (now - points[0][0])))  # when the oldest leaves
@@ -307,7 +315,8 @@ UNION ALL (
 UNION ALL
 SELECT 3, user_id, activity_id, 0, 0 FROM activities_participation WHERE user_id = ANY(%(ids)s)
 UNION ALL
-SELECT 4, user_id, weekday, extract(epoch FROM start_time)::float8 / 60, extract(epoch FROM end_time)::float8 / 60
+SELECT 4, user_id, weekday, extract(epoch FROM start_time)::float8 / 60,
+       extract(epoch FROM end_time)::float8 / 60
 FROM users_availability WHERE user_id = ANY(%(ids)s)
 UNION ALL
 SELECT 5, user_id, floor(extract(epoch FROM recorded_at) / 86400)::int8,
@@ -366,8 +375,8 @@ def pair_context_load(*, me: int, candidates: np.ndarray) -> PairContext:
         return table[kind == k, 1:3].astype(np.int64)
 
     return PairContext(
-        me=me, candidates=candidates, edges=ints(0), friend_edges=ints(1), visits=ints(2), joins=ints(3),
-        availability=table[kind == 4, 1:5], pings=table[kind == 5, 1:5],
+        me=me, candidates=candidates, edges=ints(0), friend_edges=ints(1), visits=ints(2),
+        joins=ints(3), availability=table[kind == 4, 1:5], pings=table[kind == 5, 1:5],
     )
 
 
@@ -376,7 +385,8 @@ def _shared_with_me(users: np.ndarray, items: np.ndarray, me: int, pos: np.ndarr
     """Per candidate, the (weighted) count of its items that the asker has too."""
     mine = np.unique(items[users == me])
     hit = (pos >= 0) & np.isin(items, mine)
-    return np.bincount(pos[hit], weights=None if weights is None else weights[hit], minlength=k).astype(np.float64)
+    chosen = None if weights is None else weights[hit]
+    return np.bincount(pos[hit], weights=chosen, minlength=k).astype(np.float64)
 
 
 def _slots(availability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -395,8 +405,8 @@ def _slots(availability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pair_features_served(
-    context: PairContext, serving: ServingSet, *, distance_km: np.ndarray, my_birth_year: int | None,
-    birth_years: np.ndarray,
+    context: PairContext, serving: ServingSet, *, distance_km: np.ndarray,
+    my_birth_year: int | None, birth_years: np.ndarray,
 ) -> np.ndarray:
     """``(k, len(PAIR_NAMES))`` float32 pair features, as ``matching.ml.pairs.PairFeaturizer``
     computes them on the whole city, from ``context`` and the serving set's stored vectors.
@@ -420,7 +430,8 @@ def pair_features_served(
     degree_of_b = np.where(is_common, z_degree[z_rows] if len(z_ids) else 0, 0).astype(np.float64)
     out[:, 2] = log_cap(np.bincount(pos[is_common], minlength=k).astype(np.float64), 100.0)
     aa = adamic_adar_weights(np.maximum(degree_of_b, 1.0))
-    out[:, 3] = np.minimum(np.bincount(pos[is_common], weights=aa[is_common], minlength=k) / 10.0, 1.0)
+    friend_aa = np.bincount(pos[is_common], weights=aa[is_common], minlength=k)
+    out[:, 3] = np.minimum(friend_aa / 10.0, 1.0)
     ra = np.divide(1.0, degree_of_b, out=np.zeros(len(degree_of_b)), where=degree_of_b > 0)
     out[:, 15] = np.minimum(np.bincount(pos[is_common], weights=ra[is_common], minlength=k), 1.0)
     out[:, 12] = log_cap(degree_c, 1000.0)
@@ -429,8 +440,9 @@ def pair_features_served(
     two_ids, two_counts = np.unique(context.friend_edges[:, 1], return_counts=True)
     if len(two_ids):
         at = np.searchsorted(two_ids, edges[:, 1]).clip(0, len(two_ids) - 1)
-        walks = np.where((pos >= 0) & (two_ids[at] == edges[:, 1]), two_counts[at], 0).astype(np.float64)
-        out[:, 16] = log_cap(np.bincount(pos[pos >= 0], weights=walks[pos >= 0], minlength=k), 1000.0)
+        hit = (pos >= 0) & (two_ids[at] == edges[:, 1])
+        walks = np.bincount(pos[hit], weights=two_counts[at][hit].astype(np.float64), minlength=k)
+        out[:, 16] = log_cap(walks, 1000.0)
     # Venues, with whole-city visitor counts from the embedding set.
     v_users, v_venues = context.visits[:, 0], context.visits[:, 1]
     v_pos = context.positions(v_users)
@@ -446,7 +458,8 @@ def pair_features_served(
     union = interests[0].sum() + interests[1:].sum(axis=1) - inter
     out[:, 7] = np.divide(inter, union, out=np.zeros(k), where=union > 0)
     j_pos = context.positions(context.joins[:, 0])
-    out[:, 8] = log_cap(_shared_with_me(context.joins[:, 0], context.joins[:, 1], me, j_pos, k), 20.0)
+    joined = _shared_with_me(context.joins[:, 0], context.joins[:, 1], me, j_pos, k)
+    out[:, 8] = log_cap(joined, 20.0)
     gap = np.abs(float(my_birth_year if my_birth_year is not None else np.nan) - birth_years)
     out[:, 9] = np.where(np.isfinite(gap), np.minimum(np.nan_to_num(gap) / 50.0, 1.0), 0.5)
     s_users, s_slots = _slots(context.availability)
@@ -464,23 +477,29 @@ def _co_located(context: PairContext, k: int) -> np.ndarray:
     if not len(pings):
         return np.zeros(k)
     users = pings[:, 0].astype(np.int64)
-    keys = np.stack([np.round(pings[:, 2] * 1e4), np.round(pings[:, 3] * 1e4), pings[:, 1]], axis=1).astype(np.int64)
+    spots = [np.round(pings[:, 2] * 1e4), np.round(pings[:, 3] * 1e4), pings[:, 1]]
+    keys = np.stack(spots, axis=1).astype(np.int64)
     cells, cell = np.unique(keys, axis=0, return_inverse=True)
     cell = cell.ravel()
     pairs = np.unique(users * len(cells) + cell)  # each person once per cell
     p_users, p_cells = pairs // len(cells), pairs % len(cells)
     visitors = np.bincount(p_cells, minlength=len(cells))
     p_pos = context.positions(p_users)
-    return _shared_with_me(p_users, p_cells, context.me, p_pos, k, adamic_adar_weights(visitors)[p_cells])
+    weights = adamic_adar_weights(visitors)[p_cells]
+    return _shared_with_me(p_users, p_cells, context.me, p_pos, k, weights)
 
 
-def _rank_logits(model: object, seed: np.ndarray, targets: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+def _rank_logits(
+    model: object, seed: np.ndarray, targets: np.ndarray, pairs: np.ndarray,
+) -> np.ndarray:
     import torch
 
+    seeds = np.repeat(seed[None, :], len(targets), axis=0).astype(np.float32)
     with torch.inference_mode():
         return model.rank(  # type: ignore[attr-defined]
-            torch.from_numpy(np.repeat(seed[None, :], len(targets), axis=0).astype(np.float32)),
-            torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32)), torch.from_numpy(pairs),
+            torch.from_numpy(seeds),
+            torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32)),
+            torch.from_numpy(pairs),
         ).numpy()
 
 
@@ -504,7 +523,8 @@ def rank_speed(*, candidates: int = 1000, repeat: int = 20) -> dict[str, float]:
     if model is None:
         raise NearbyError("the served set's model cannot be loaded")
     rng = np.random.default_rng(0)
-    best: tuple[int, list[tuple[int, str, list[str] | None, int | None, float]], Profile] | None = None
+    best: tuple[int, list[tuple[int, str, list[str] | None, int | None, float]], Profile] | None
+    best = None
     sample = rng.choice(serving.ids, size=min(20, len(serving.ids)), replace=False)
     for profile in Profile.objects.filter(user_id__in=sample.tolist(), location__isnull=False):
         rows = nearby_candidates(me=profile.user_id, lon=profile.location.x, lat=profile.location.y,
@@ -524,19 +544,17 @@ def rank_speed(*, candidates: int = 1000, repeat: int = 20) -> dict[str, float]:
     load_ms = (time.perf_counter() - started) * 1000
 
     def vectorised() -> np.ndarray:
-        pairs = pair_features_served(context, serving, distance_km=distance_km, my_birth_year=profile.birth_year,
-                                     birth_years=years)
+        pairs = pair_features_served(context, serving, distance_km=distance_km,
+                                     my_birth_year=profile.birth_year, birth_years=years)
         return _rank_logits(model, seed, targets, pairs)
 
     def loop() -> np.ndarray:
         out = np.empty(len(ids), dtype=np.float32)
         for i in range(len(ids)):
-            one = PairContext(
-                me=me, candidates=ids[i:i + 1], edges=context.edges, friend_edges=context.friend_edges,
-                visits=context.visits, joins=context.joins, availability=context.availability, pings=context.pings,
-            )
+            one = dataclasses.replace(context, candidates=ids[i:i + 1])
             pairs = pair_features_served(one, serving, distance_km=distance_km[i:i + 1],
-                                         my_birth_year=profile.birth_year, birth_years=years[i:i + 1])
+                                         my_birth_year=profile.birth_year,
+                                         birth_years=years[i:i + 1])
             out[i] = _rank_logits(model, seed, targets[i:i + 1], pairs)[0]
         return out
 

@@ -639,10 +639,18 @@ def rank_speed(*, candidates: int = 1000, repeat: int = 20) -> dict[str, float]:
         started = time.perf_counter()
         slow = loop()
         loop_times.append((time.perf_counter() - started) * 1000)
+    # The model calls alone, features computed once: how much of the loop is the model.
+    pairs = pair_features_served(context, serving, distance_km=distance_km,
+                                 my_birth_year=profile.birth_year, birth_years=years)
+    started = time.perf_counter()
+    for i in range(len(ids)):
+        _rank_logits(model, seed, targets[i:i + 1], pairs[i:i + 1])
+    model_loop_ms = (time.perf_counter() - started) * 1000
     # The head has dropout and batch-independent layers only: one pass and the loop agree.
     max_diff = float(np.abs(fast - slow).max())
     return {
         "candidates": float(len(ids)), "vectorised_ms": round(float(np.median(times)), 3),
         "loop_ms": round(float(np.median(loop_times)), 1), "context_load_ms": round(load_ms, 2),
+        "loop_model_calls_only_ms": round(model_loop_ms, 1),
         "max_abs_difference": max_diff,
     }

@@ -43,7 +43,9 @@ def test_health_is_503_when_redis_is_down() -> None:
 
 
 @pytest.mark.django_db
-def test_health_reports_the_served_index_size_and_embedding_version(tmp_path: object, settings: object) -> None:
+def test_health_reports_the_served_index_size_and_embedding_version(
+    tmp_path: object, settings: object,
+) -> None:
     from django.core.cache import cache
 
     from matching.serving import store

@@ -46,8 +46,8 @@ EMPTY_FILTER = "The filter needs at least one of interests, area or min_activity
 NOBODY_MATCHES = "Nobody matches the filter."
 # Interactions a person makes themself; impressions are logged by the system and do not count.
 ACTIVITY_KINDS = (
-    "view", "like", "connect_request", "accept", "message", "invite_sent", "invite_accepted", "join",
-    "visit",
+    "view", "like", "connect_request", "accept", "message", "invite_sent", "invite_accepted",
+    "join", "visit",
 )
 
 

@@ -119,7 +119,8 @@ def distance_bucket(km: float) -> str:
 _CANDIDATES_SQL = """
 SELECT user_id, display_name, interests, birth_year,
        ST_Distance(
-           ST_Transform(ST_SnapToGrid(ST_Transform(location::geometry, 3857), %(cell)s), 4326)::geography,
+           ST_Transform(ST_SnapToGrid(ST_Transform(location::geometry, 3857), %(cell)s),
+                        4326)::geography,
            ST_GeogFromText(%(point)s)) AS snapped_m
 FROM (
     SELECT p.user_id, p.display_name, p.interests, p.birth_year, p.location
@@ -131,9 +132,11 @@ FROM (
           SELECT blocked_id FROM users_block WHERE blocker_id = %(me)s
           UNION ALL SELECT blocker_id FROM users_block WHERE blocked_id = %(me)s
           UNION ALL SELECT to_user_id FROM users_connection
-          WHERE from_user_id = %(me)s AND status IN ('accepted', 'pending') AND NOT %(include_connected)s
+          WHERE from_user_id = %(me)s AND status IN ('accepted', 'pending')
+            AND NOT %(include_connected)s
           UNION ALL SELECT from_user_id FROM users_connection
-          WHERE to_user_id = %(me)s AND status IN ('accepted', 'pending') AND NOT %(include_connected)s)
+          WHERE to_user_id = %(me)s AND status IN ('accepted', 'pending')
+            AND NOT %(include_connected)s)
     ORDER BY p.location <-> ST_GeogFromText(%(point)s)
     LIMIT %(cap)s
 ) AS nearest
@@ -188,8 +191,8 @@ def nearby_candidates(
     cell = grid_m / max(math.cos(math.radians(lat)), 0.01)  # mercator units for ~grid_m true metres
     return _fetch_prepared(_CANDIDATES_SQL, {  # type: ignore[return-value]
         "point": f"SRID=4326;POINT({float(lon)!r} {float(lat)!r})", "me": me,
-        "radius_m": float(radius_km * 1000.0), "cap": int(cap), "include_connected": include_connected,
-        "cell": float(cell),
+        "radius_m": float(radius_km * 1000.0), "cap": int(cap),
+        "include_connected": include_connected, "cell": float(cell),
     })
 
 
@@ -441,7 +444,8 @@ def pair_context_load(*, me: int, candidates: np.ndarray) -> PairContext:
         return table[kind == k, 1:3].astype(np.int64)
 
     return PairContext(
-        me=me, candidates=candidates, edges=np.unique(ints(0), axis=0), degrees=ints(7), friend_edges=ints(1),
+        me=me, candidates=candidates, edges=np.unique(ints(0), axis=0), degrees=ints(7),
+        friend_edges=ints(1),
         visits=ints(2), venue_counts=ints(6), joins=ints(3), availability=table[kind == 4, 1:5],
         pings=table[kind == 5, 1:5],
     )

@@ -11,8 +11,8 @@ from django.core.cache import cache
 from django.test import Client
 
 from matching.models import Audience
-from matching.serving import store
 from matching.services.audiences import audience_build
+from matching.serving import store
 from tests.matching.test_refresh import served_city
 from users.models import User
 
@@ -113,8 +113,10 @@ def test_a_filter_of_interests_area_and_activity_picks_the_seeds(staff: User) ->
         Interaction.objects.create(actor=near_music, kind="visit", target_venue=VenueFactory(),
                                    occurred_at=timezone.now() - dt.timedelta(days=days))
     # Impressions are what the system showed, not what the person did.
-    Interaction.objects.create(actor=idle_music, kind="impression", target_user=near_music, occurred_at=timezone.now())
-    body = {"target_size": 5, "filter": {"interests": ["music"], "area": {"lon": -79.99, "lat": 40.44, "radius_km": 5}}}
+    Interaction.objects.create(actor=idle_music, kind="impression", target_user=near_music,
+                               occurred_at=timezone.now())
+    area = {"lon": -79.99, "lat": 40.44, "radius_km": 5}
+    body = {"target_size": 5, "filter": {"interests": ["music"], "area": area}}
     created = staff_client(staff).post("/api/v1/audiences/", body, content_type="application/json")
     assert created.status_code == 201, created.json()
     audience = Audience.objects.get(pk=created.json()["id"])
@@ -131,14 +133,18 @@ def test_a_filter_of_interests_area_and_activity_picks_the_seeds(staff: User) ->
         ({"target_size": 5, "filter": {}}, "filter"),
         ({"target_size": 5, "filter": {"interests": ["knitting"]}}, "filter"),
         ({"target_size": 5, "filter": {"area": {"lon": -79.99, "radius_km": 5}}}, "filter"),
-        ({"target_size": 5, "filter": {"area": {"lon": -79.99, "lat": 40.44, "radius_km": 0}}}, "filter"),
+        ({"target_size": 5, "filter": {"area": {"lon": -79.99, "lat": 40.44, "radius_km": 0}}},
+         "filter"),
         ({"target_size": 5, "filter": {"min_activity": -1}}, "filter"),
-        ({"target_size": 5, "filter": {"interests": ["music"]}, "seed_user_ids": [1]}, "non_field_errors"),
+        ({"target_size": 5, "filter": {"interests": ["music"]}, "seed_user_ids": [1]},
+         "non_field_errors"),
         ({"target_size": 5}, "non_field_errors"),
         ({"target_size": 5, "filter": {"interests": ["gaming"]}}, "filter"),  # nobody matches
     ],
 )
-def test_bad_filters_are_a_400_and_create_nothing(staff: User, body: dict[str, object], field: str) -> None:
+def test_bad_filters_are_a_400_and_create_nothing(
+    staff: User, body: dict[str, object], field: str,
+) -> None:
     from tests.conftest import make_person
 
     make_person("music_fan", -79.99, 40.44, interests=["music"])

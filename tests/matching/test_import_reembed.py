@@ -12,8 +12,8 @@ from django.core.management import call_command
 
 from matching.management.commands.import_lbsn import EMBED_NO_MODEL, EMBED_QUEUED, EMBED_SKIPPED
 from matching.models import EmbeddingSet
-from matching.serving import store
 from matching.services.training import model_train
+from matching.serving import store
 from socialmatch.celery import app
 from tests.matching.test_registry import small_social_city
 

@@ -12,8 +12,13 @@ from django.core.cache import cache
 from django.test import Client
 
 from matching.models import Interaction
+from matching.services.nearby import (
+    MOVING_TOO_FAST,
+    QueryPointMoving,
+    distance_bucket,
+    query_point_check,
+)
 from matching.serving import SERVING_SET_KEY, store
-from matching.services.nearby import MOVING_TOO_FAST, QueryPointMoving, distance_bucket, query_point_check
 from tests.conftest import make_person
 from users.factories import BlockFactory, ConnectionFactory
 from users.models import Profile, User
@@ -156,7 +161,8 @@ def test_a_far_jump_of_the_query_point_within_seconds_is_a_429(me: User) -> None
     detail = far.json()["detail"]
     assert detail.startswith(MOVING_TOO_FAST.split("{km")[0]) and "moved 56 km in 0 s" in detail
     assert 1 <= int(far["Retry-After"]) <= 60
-    assert client.get(URL, {"lat": LAT, "lon": LON}).status_code == 200  # the refused point was not recorded
+    # The refused point was not recorded: the real one is still the reference.
+    assert client.get(URL, {"lat": LAT, "lon": LON}).status_code == 200
 
 
 def test_walking_around_town_is_not_limited(me: User) -> None:
@@ -173,7 +179,8 @@ def test_too_many_places_within_a_minute_is_a_429(me: User, settings: object) ->
     fourth = client.get(URL, {"lat": LAT + 0.054, "lon": LON})
     assert fourth.status_code == 429
     assert fourth.json()["detail"].startswith("You searched from 4 different places within 60 s.")
-    assert client.get(URL, {"lat": LAT + 0.018, "lon": LON}).status_code == 200  # a place already seen
+    # A place already seen within the window is not a new one.
+    assert client.get(URL, {"lat": LAT + 0.018, "lon": LON}).status_code == 200
 
 
 def test_the_limit_lifts_when_the_window_has_passed(me: User) -> None:
@@ -187,5 +194,6 @@ def test_the_limit_lifts_when_the_window_has_passed(me: User) -> None:
 def test_the_profile_location_counts_as_the_query_point(me: User) -> None:
     client = client_for(me)
     assert client.get(URL).status_code == 200
-    Profile.objects.filter(user=me).update(location=Point(LON + 1.0, LAT, srid=4326))  # about 85 km east
+    far_east = Point(LON + 1.0, LAT, srid=4326)  # about 85 km east
+    Profile.objects.filter(user=me).update(location=far_east)
     assert client.get(URL).status_code == 429

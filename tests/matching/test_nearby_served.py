@@ -20,7 +20,6 @@ from matching.feature_store import load_city
 from matching.ml.features import user_features
 from matching.ml.pairs import PAIR_NAMES, PairFeaturizer
 from matching.models import Interaction
-from matching.serving import store
 from matching.services.nearby import (
     nearby_candidates,
     nearby_matches,
@@ -28,6 +27,7 @@ from matching.services.nearby import (
     pair_features_served,
     rank_speed,
 )
+from matching.serving import store
 from tests.matching.test_refresh import served_city
 from users.factories import AvailabilityFactory
 from users.models import LocationPing, Profile, User
@@ -54,9 +54,11 @@ def richer_city() -> list[User]:
         for venue in venues[: 1 + i % 3]:
             Interaction.objects.create(actor=person, kind="visit", target_venue=venue,
                                        occurred_at=now - dt.timedelta(days=1 + i))
-        AvailabilityFactory(user=person, weekday=i % 3, start_time="09:00", end_time=f"{10 + i % 5}:00")
+        AvailabilityFactory(user=person, weekday=i % 3, start_time="09:00",
+                            end_time=f"{10 + i % 5}:00")
         spot = Point(-79.99 + 0.01 * (i % 2), 40.44, srid=4326)
-        LocationPing.objects.create(user=person, point=spot, recorded_at=now - dt.timedelta(days=i % 2, hours=1))
+        when = now - dt.timedelta(days=i % 2, hours=1)
+        LocationPing.objects.create(user=person, point=spot, recorded_at=when)
     for activity_members in (people[:5], people[3:9]):
         activity = ActivityFactory(organiser=activity_members[0])
         for member in activity_members:
@@ -82,7 +84,8 @@ def test_pair_features_from_one_statement_equal_the_whole_city_featurizer() -> N
     )
     # Distances come from snapped positions and co-location counts visitors among the loaded
     # people (see pair_features_served); every other column is the whole-city value.
-    same = [i for i, name in enumerate(PAIR_NAMES) if name not in ("distance_km", "distance_score", "co_located")]
+    differ = ("distance_km", "distance_score", "co_located")
+    same = [i for i, name in enumerate(PAIR_NAMES) if name not in differ]
     for column in same:
         assert np.allclose(served[:, column], reference[:, column], atol=1e-4), PAIR_NAMES[column]
     assert reference[:, PAIR_NAMES.index("mutual_friends")].any()
@@ -96,7 +99,11 @@ def test_pair_features_from_one_statement_equal_the_whole_city_featurizer() -> N
 
 def served_city_from_existing() -> None:
     """Train, embed and publish on whatever city the test made (no worker)."""
-    from matching.services.embeddings import embeddings_chunk, embeddings_finish, embeddings_rebuild_start
+    from matching.services.embeddings import (
+        embeddings_chunk,
+        embeddings_finish,
+        embeddings_rebuild_start,
+    )
     from matching.services.training import model_train
 
     version = model_train(epochs=1, folds=1, activate=True)
@@ -112,7 +119,8 @@ def test_a_ranked_request_costs_the_same_four_queries_whatever_the_number_of_can
     nearby_matches(user=me)  # loads the set's model once per process
     counts = []
     for radius_km in (0.5, 30.0):  # one candidate, then everyone
-        store._checked = time.monotonic()  # the 2-second check of the serving key is not per request
+        # The 2-second check of the serving key is not per request.
+        store._checked = time.monotonic()
         with CaptureQueriesContext(connection) as queries:
             result = nearby_matches(user=me, radius_km=radius_km)
         assert result.ranker == "model"
@@ -127,10 +135,13 @@ def test_a_ranked_request_costs_the_same_four_queries_whatever_the_number_of_can
 def test_mutual_friends_reason_matches_with_and_without_the_model() -> None:
     served_city()
     me = Profile.objects.order_by("user_id").first().user
-    with_model = {m.user_id: m.mutual_friends for m in nearby_matches(user=me, radius_km=30, include_connected=True).matches}
+    ranked = nearby_matches(user=me, radius_km=30, include_connected=True)
+    with_model = {m.user_id: m.mutual_friends for m in ranked.matches}
     store.reset()
     cache.clear()
-    rules = {m.user_id: m.mutual_friends for m in nearby_matches(user=me, radius_km=30, include_connected=True).matches}
+    by_rules = nearby_matches(user=me, radius_km=30, include_connected=True)
+    assert ranked.ranker == "model" and by_rules.ranker == "rules"
+    rules = {m.user_id: m.mutual_friends for m in by_rules.matches}
     assert with_model == rules and any(with_model.values())
 
 
@@ -146,6 +157,7 @@ def test_one_vectorised_pass_scores_like_the_per_pair_loop() -> None:
 def test_candidates_are_nearest_first_and_capped() -> None:
     served_city()
     me = Profile.objects.order_by("user_id").first()
-    rows = nearby_candidates(me=me.user_id, lon=me.location.x, lat=me.location.y, radius_km=30, cap=5)
+    rows = nearby_candidates(me=me.user_id, lon=me.location.x, lat=me.location.y, radius_km=30,
+                             cap=5)
     distances = [r[4] for r in rows]
     assert len(rows) == 5 and distances == sorted(distances)

@@ -173,7 +173,9 @@ def _fetch_prepared(sql: str, params: dict[str, object]) -> list[tuple[object, .
     """
     connection.ensure_connection()
     started = time.monotonic()
-    with psycopg.Cursor(connection.connection) as cursor:
+    # Errors come out as Django's (and mark the connection for a health check), as through its
+    # own cursors.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(sql, params, prepare=True)
         rows = cursor.fetchall()
     if connection.queries_logged:

@@ -12,9 +12,10 @@
    metres in other products). Distances leave as buckets ("1-2 km").
 3. Similarity: with a published embedding set, the cosine of the asker's seed embedding with the
    candidates' target embeddings, one matrix product for all of them; then the ranking head
-   re-ranks them with the pair features (``PAIR_NAMES``: mutual friends, common venues,
-   co-location, interest overlap ...) in one vectorised pass, and its scores, scaled to [0, 1]
-   within the request, are the similarity. What the pair features read comes from one SQL
+   re-ranks the best ``RERANK_POOL`` of them by that cosine and distance (step 4) with the pair
+   features (``PAIR_NAMES``: mutual friends, common venues, co-location, interest overlap ...)
+   in one vectorised pass, and its scores, scaled to [0, 1] within the pool, are the
+   similarity; the answer comes from the pool. What the pair features read comes from one SQL
    statement per request (``pair_context_load``: the friendships of the asker, of their friends
    and of the candidates, and the candidates' visits, activities, weekly availability and
    pings); preference vectors and venue visitor counts were computed with the embedding set
@@ -56,6 +57,10 @@ from matching.serving import ServingSet, store
 from users.models import Profile, User
 
 CANDIDATE_CAP = 500
+# The ranking head scores this many of the candidates (and at least this many per result asked
+# for), the best by distance and cosine: the pair features' rows are read per scored person.
+RERANK_POOL = 100
+RERANK_PER_RESULT = 4
 MAX_RADIUS_KM = 50.0
 MAX_LIMIT = 100
 BUCKETS_KM = (1, 2, 5, 10, 20, 50)
@@ -227,6 +232,7 @@ def nearby_matches(
     ranker, version = "rules", ""
     similarity = None
     mutual: dict[int, int] | None = None
+    pool: np.ndarray | None = None  # rows the ranking head scored; the answer comes from them
     if serving is not None:
         mine, my_found = serving.vectors(np.array([user.pk]), "seed")
         targets, found = serving.vectors(ids, "target")
@@ -237,14 +243,18 @@ def nearby_matches(
             current = store.active_version == serving.version and serving.pref is not None
             model = serving.ranking_model() if current else None
             if model is not None:
-                context = pair_context_load(me=user.pk, candidates=ids)
+                # A cascade: the head re-ranks the best by distance and cosine only.
+                w_distance, w_similarity = settings.NEARBY_FUSION_WEIGHTS
+                first = w_distance * distance_score + w_similarity * similarity
+                pool = np.lexsort((ids, -first))[:max(RERANK_POOL, RERANK_PER_RESULT * limit)]
+                context = pair_context_load(me=user.pk, candidates=ids[pool])
                 pairs = pair_features_served(
-                    context, serving, distance_km=distance_km, my_birth_year=my_year,
-                    birth_years=years,
+                    context, serving, distance_km=distance_km[pool], my_birth_year=my_year,
+                    birth_years=years[pool],
                 )
-                reranked = _scaled(_rank_logits(model, mine[0], targets, pairs))
-                similarity = np.where(found, reranked, 0.0)
-                mutual = dict(zip(ids.tolist(), context.mutual_friends().tolist(), strict=True))
+                reranked = _scaled(_rank_logits(model, mine[0], targets[pool], pairs))
+                similarity[pool] = np.where(found[pool], reranked, 0.0)
+                mutual = dict(zip(ids[pool].tolist(), context.mutual_friends().tolist(), strict=True))
     if similarity is None:
         union = np.array([len(my_interests | set(r[2] or [])) for r in rows], dtype=np.float64)
         jaccard = np.divide([len(s) for s in shared], union, out=np.zeros(len(rows)), where=union > 0)
@@ -252,7 +262,9 @@ def nearby_matches(
         similarity = 0.75 * jaccard + 0.25 * np.clip(age, 0.0, 1.0)
     w_distance, w_similarity = settings.NEARBY_FUSION_WEIGHTS
     score = w_distance * distance_score + w_similarity * similarity
-    order = np.lexsort((ids, -score))[:limit]
+    if pool is None:
+        pool = np.arange(len(ids))
+    order = pool[np.lexsort((ids[pool], -score[pool]))][:limit]
     if mutual is None:
         mutual = _mutual_friends(user.pk, [int(ids[i]) for i in order])
     matches = [

@@ -254,7 +254,8 @@ def nearby_matches(
                 )
                 reranked = _scaled(_rank_logits(model, mine[0], targets[pool], pairs))
                 similarity[pool] = np.where(found[pool], reranked, 0.0)
-                mutual = dict(zip(ids[pool].tolist(), context.mutual_friends().tolist(), strict=True))
+                counts = context.mutual_friends().tolist()
+                mutual = dict(zip(ids[pool].tolist(), counts, strict=True))
     if similarity is None:
         union = np.array([len(my_interests | set(r[2] or [])) for r in rows], dtype=np.float64)
         jaccard = np.divide([len(s) for s in shared], union, out=np.zeros(len(rows)), where=union > 0)

@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PGPASSWORD := postgres
 
-.PHONY: demo stop test provision migrate lint bench-generate
+.PHONY: demo stop test provision migrate lint bench-generate bench-serving
 
 demo:  ## start the whole application with demo data, then print the URL and logins
 	bash scripts/demo.sh
@@ -22,3 +22,6 @@ migrate: provision
 
 bench-generate: provision  ## time generate_city at 1,000,000 users (see docs/BENCHMARKS.md)
 	bash scripts/bench_generate.sh
+
+bench-serving: provision  ## nearby over HTTP, ranking, ANN and re-embedding at 10k, 100k, 1M people (see docs/BENCHMARKS.md)
+	bash scripts/bench_serving.sh

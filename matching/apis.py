@@ -16,10 +16,23 @@ from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from matching.models import Audience
-from matching.services.audiences import audience_create
-from matching.services.nearby import MAX_LIMIT, MAX_RADIUS_KM, NearbyError, nearby_matches
+from matching.services.audiences import (
+    EMPTY_FILTER,
+    NOBODY_MATCHES,
+    SEEDS_OR_FILTER,
+    SeedFilter,
+    audience_create,
+)
+from matching.services.nearby import (
+    MAX_LIMIT,
+    MAX_RADIUS_KM,
+    NearbyError,
+    QueryPointMoving,
+    nearby_matches,
+)
 from matching.services.similarity import similar_users, similarity_between
 from users.models import User
+from users.taxonomy import INTERESTS
 
 BOTH_OR_NEITHER = "Give both lat and lon, or neither."
 
@@ -73,6 +86,9 @@ class NearbyMatchesApi(APIView):
         query.is_valid(raise_exception=True)
         try:
             result = nearby_matches(user=request.user, **query.validated_data)
+        except QueryPointMoving as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_429_TOO_MANY_REQUESTS,
+                            headers={"Retry-After": str(exc.retry_after)})
         except NearbyError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return Response(NearbyResponseSerializer(result).data)
@@ -135,12 +151,41 @@ class SimilarUsersApi(APIView):
         })
 
 
+class AudienceAreaSerializer(serializers.Serializer):
+    lon = serializers.FloatField(min_value=-180.0, max_value=180.0)
+    lat = serializers.FloatField(min_value=-90.0, max_value=90.0)
+    radius_km = serializers.FloatField(min_value=0.1, max_value=500.0)
+
+
+class AudienceFilterSerializer(serializers.Serializer):
+    """A saved filter instead of seed ids: people with any of these interests, in this area, with
+    at least this many interactions of their own in the last ``activity_days`` days."""
+
+    interests = serializers.ListField(child=serializers.ChoiceField(choices=INTERESTS),
+                                      required=False, default=list, max_length=len(INTERESTS))
+    area = AudienceAreaSerializer(required=False)
+    min_activity = serializers.IntegerField(min_value=0, max_value=100_000, default=0)
+    activity_days = serializers.IntegerField(min_value=1, max_value=3650, default=90)
+
+    def validate(self, attrs: dict[str, object]) -> dict[str, object]:
+        if not attrs.get("interests") and "area" not in attrs and not attrs.get("min_activity"):
+            raise serializers.ValidationError(EMPTY_FILTER)
+        return attrs
+
+
 class AudienceCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=120, required=False, default="")
-    seed_user_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=100_000)
+    seed_user_ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1,
+                                          max_length=100_000, required=False)
+    filter = AudienceFilterSerializer(required=False)
     target_size = serializers.IntegerField(min_value=1, max_value=1_000_000)
     exclude_seeds = serializers.BooleanField(default=True)
     min_score = serializers.FloatField(default=-1.0, min_value=-1.0, max_value=1.0)
+
+    def validate(self, attrs: dict[str, object]) -> dict[str, object]:
+        if ("seed_user_ids" in attrs) == ("filter" in attrs):
+            raise serializers.ValidationError(SEEDS_OR_FILTER)
+        return attrs
 
 
 class AudienceMemberSerializer(serializers.Serializer):
@@ -176,7 +221,7 @@ class AudienceSerializer(serializers.Serializer):
 
 
 class AudienceCreateApi(APIView):
-    """Build a look-alike audience from seed users (staff)."""
+    """Build a look-alike audience from seed users or a saved filter (staff)."""
 
     permission_classes = [IsAdminUser]
 
@@ -184,12 +229,22 @@ class AudienceCreateApi(APIView):
     def post(self, request: Request) -> Response:
         body = AudienceCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        raw_filter = data.pop("filter", None)
+        if raw_filter is not None:
+            area = raw_filter.get("area") or {}
+            data["seed_filter"] = SeedFilter(
+                interests=tuple(raw_filter["interests"]), lon=area.get("lon"), lat=area.get("lat"),
+                radius_km=area.get("radius_km"), min_activity=raw_filter["min_activity"],
+                activity_days=raw_filter["activity_days"],
+            )
         try:
-            audience = audience_create(actor=request.user, **body.validated_data)
+            audience = audience_create(actor=request.user, **data)
         except DjangoPermissionDenied as exc:
             raise PermissionDenied(str(exc)) from exc
         except ValueError as exc:
-            return Response({"seed_user_ids": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+            field = "filter" if str(exc) in (EMPTY_FILTER, NOBODY_MATCHES) else "seed_user_ids"
+            return Response({field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
         return Response(AudienceSerializer(audience).data, status=status.HTTP_201_CREATED)
 
 

@@ -62,12 +62,27 @@ def check_model() -> dict[str, Any]:
     return {"active_version": version["name"] if version else None}
 
 
+def check_index() -> dict[str, Any]:
+    """What this process serves: the published embedding set, its model version and the number
+    of vectors in its index (None before the first set is published: rules serve meanwhile)."""
+    from matching.serving import store
+
+    serving = store.current()
+    if serving is None:
+        return {"embedding_set": None, "embedding_version": None, "vectors": None}
+    return {
+        "embedding_set": serving.set_id, "embedding_version": serving.version,
+        "vectors": int(serving.index.ntotal), "index_kind": type(serving.index).__name__,
+    }
+
+
 CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "database": check_database,
     "postgis": check_postgis,
     "redis": check_redis,
     "celery": check_celery,
     "model": check_model,
+    "index": check_index,
 }
 
 

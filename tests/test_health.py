@@ -40,3 +40,25 @@ def test_health_is_503_when_redis_is_down() -> None:
     assert body["checks"]["redis"]["ok"] is False
     assert "Connection" in body["checks"]["redis"]["error"]
     assert body["checks"]["database"]["ok"] is True
+
+
+@pytest.mark.django_db
+def test_health_reports_the_served_index_size_and_embedding_version(
+    tmp_path: object, settings: object,
+) -> None:
+    from django.core.cache import cache
+
+    from matching.serving import store
+    from tests.matching.test_refresh import served_city
+
+    settings.MEDIA_ROOT = tmp_path  # type: ignore[attr-defined]
+    cache.clear()
+    store.reset()
+    before = Client().get("/health/").json()["checks"]["index"]
+    assert before["ok"] and before["vectors"] is None and before["embedding_version"] is None
+    embedding_set = served_city()
+    store.reset()
+    index = Client().get("/health/").json()["checks"]["index"]
+    assert index["ok"] and index["required"] is False
+    assert index["vectors"] == 16 and index["embedding_set"] == embedding_set.pk
+    assert index["embedding_version"] == "v1" and index["index_kind"] == "IndexIDMap2"

@@ -1,5 +1,9 @@
 """Look-alike audiences (seed 000 section 5.3): from a seed list of people, the people most like them.
 
+Seeds are given as user ids, or as a saved filter (interests, an area, a minimum of recent
+activity) that ``audience_filter_seeds`` resolves to ids once, when the audience is created: the
+audience then describes the people who matched at that moment.
+
 ``audience_build`` follows RALM:
 
 1. Embed: the target embeddings of the published set (refreshed ones included) for the seeds.
@@ -14,9 +18,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
+
 import numpy as np
+from django.contrib.gis.geos import Point
+from django.contrib.gis.measure import D
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from matching.models import Audience, AudienceMember, EmbeddingSet
@@ -31,15 +41,67 @@ CHUNK = 100_000
 STAFF_ONLY = "Only staff may build look-alike audiences."
 UNKNOWN_SEEDS = "Unknown user ids: {ids}"
 NO_EMBEDDINGS = "No embedding set is ready for the active model: train a model and compute embeddings first."
+SEEDS_OR_FILTER = "Give either seed_user_ids or a filter, not both and not neither."
+EMPTY_FILTER = "The filter needs at least one of interests, area or min_activity."
+NOBODY_MATCHES = "Nobody matches the filter."
+# Interactions a person makes themself; impressions are logged by the system and do not count.
+ACTIVITY_KINDS = (
+    "view", "like", "connect_request", "accept", "message", "invite_sent", "invite_accepted",
+    "join", "visit",
+)
+
+
+@dataclass(frozen=True)
+class SeedFilter:
+    """People to use as seeds: any of ``interests``; within ``radius_km`` of (lon, lat); at least
+    ``min_activity`` interactions of their own in the last ``activity_days`` days."""
+
+    interests: tuple[str, ...] = ()
+    lon: float | None = None
+    lat: float | None = None
+    radius_km: float | None = None
+    min_activity: int = 0
+    activity_days: int = 90
+
+
+def audience_filter_seeds(*, seed_filter: SeedFilter, limit: int = MAX_SEEDS) -> list[int]:
+    """Ids of active people matching ``seed_filter``; above ``limit``, the most active first."""
+    empty = not seed_filter.interests and seed_filter.radius_km is None
+    if empty and seed_filter.min_activity <= 0:
+        raise ValueError(EMPTY_FILTER)
+    people = User.objects.filter(is_active=True, is_suspended=False, profile__isnull=False)
+    if seed_filter.interests:
+        people = people.filter(profile__interests__overlap=list(seed_filter.interests))
+    if seed_filter.radius_km is not None:
+        centre = Point(seed_filter.lon, seed_filter.lat, srid=4326)
+        people = people.filter(profile__location__dwithin=(centre, D(km=seed_filter.radius_km)))
+    since = timezone.now() - dt.timedelta(days=seed_filter.activity_days)
+    recent = Q(interactions__occurred_at__gte=since, interactions__kind__in=ACTIVITY_KINDS)
+    people = people.annotate(activity=Count("interactions", filter=recent))
+    if seed_filter.min_activity > 0:
+        people = people.filter(activity__gte=seed_filter.min_activity)
+    ids = list(people.order_by("-activity", "pk").values_list("pk", flat=True)[:limit])
+    if not ids:
+        raise ValueError(NOBODY_MATCHES)
+    return sorted(ids)
 
 
 def audience_create(
-    *, actor: User, seed_user_ids: list[int], target_size: int, exclude_seeds: bool = True,
-    min_score: float = -1.0, name: str = "",
+    *, actor: User, seed_user_ids: list[int] | None = None, target_size: int,
+    exclude_seeds: bool = True, min_score: float = -1.0, name: str = "",
+    seed_filter: SeedFilter | None = None,
 ) -> Audience:
-    """Record an audience request and queue its build (after the transaction commits)."""
+    """Record an audience request and queue its build (after the transaction commits).
+
+    Seeds are ``seed_user_ids`` or, with ``seed_filter``, the people matching it now.
+    """
     if not actor.is_staff:
         raise PermissionDenied(STAFF_ONLY)
+    if (seed_user_ids is None) == (seed_filter is None):
+        raise ValueError(SEEDS_OR_FILTER)
+    if seed_filter is not None:
+        seed_user_ids = audience_filter_seeds(seed_filter=seed_filter)
+    assert seed_user_ids is not None
     seeds = sorted(set(seed_user_ids))
     known = set(User.objects.filter(pk__in=seeds).values_list("pk", flat=True))
     unknown = [s for s in seeds if s not in known]

@@ -4,6 +4,9 @@
    saves them as plain arrays next to the set, and fans out one chunk task per
    ``CHUNK_USERS`` users (a Celery chord), so more workers finish sooner.
 2. ``embeddings_chunk`` memory-maps the inputs, runs both towers on its rows and saves them.
+   Next to them it saves what serving reads instead of querying per request: everyone's unit
+   preference vector (``pref.npy``) and each venue's visitors in the whole city
+   (``venue_ids.npy``, ``venue_visitors.npy``).
 3. ``embeddings_finish`` (the chord's callback) joins the chunks, builds the FAISS index over the
    target embeddings, saves everything atomically and publishes the set in Redis, where web
    processes notice it without a restart.
@@ -23,14 +26,15 @@ from django.db.models import F
 from django.utils import timezone
 
 from matching.feature_store import load_city
-from matching.ml.features import user_features
+from matching.ml.data import KIND_CODE, CityData
+from matching.ml.features import SCHEMA, user_features
 from matching.ml.index import build_index, save_array, save_index
 from matching.ml.inputs import UserInputs
 from matching.ml.model import ModelConfig
 from matching.ml.train import embed_users
 from matching.models import EmbeddingSet, ModelVersion
-from matching.serving import SERVING_SET_KEY, embedding_key, refresh_log_key, set_dir
 from matching.services.registry import model_version_load
+from matching.serving import SERVING_SET_KEY, embedding_key, refresh_log_key, set_dir
 
 CHUNK_USERS = 50_000
 
@@ -59,6 +63,21 @@ def _load_inputs(directory: Path) -> UserInputs:
                       venue_keys=venue_keys, user_keys=load("user_keys"))
 
 
+def preference_vectors(features: np.ndarray) -> np.ndarray:
+    """Unit-length preference group of the features (the pair features' interest cosine and
+    Jaccard read it), float32."""
+    pref = np.asarray(features[:, SCHEMA.group_slices()["preference"]], dtype=np.float32)
+    norms = np.linalg.norm(pref, axis=1, keepdims=True)
+    return np.divide(pref, norms, out=np.zeros_like(pref), where=norms > 0)
+
+
+def venue_visitor_counts(city: CityData) -> np.ndarray:
+    """Distinct visitors of each venue of ``city`` (rows of ``city.venue_ids``)."""
+    visits = (city.event_kind == KIND_CODE["visit"]) & (city.event_venue >= 0)
+    pairs = np.unique(city.event_user[visits] * max(city.n_venues, 1) + city.event_venue[visits])
+    return np.bincount(pairs % max(city.n_venues, 1), minlength=city.n_venues).astype(np.int64)
+
+
 def embeddings_rebuild_start(*, version: ModelVersion) -> EmbeddingSet:
     """Compute everyone's tower inputs and enqueue the chunk tasks (after this transaction commits)."""
     from celery import chord
@@ -73,7 +92,11 @@ def embeddings_rebuild_start(*, version: ModelVersion) -> EmbeddingSet:
     ranges = [(start, min(start + CHUNK_USERS, n)) for start in range(0, n, CHUNK_USERS)]
     with transaction.atomic():
         embedding_set = EmbeddingSet.objects.create(model_version=version, users=n, chunks_total=len(ranges))
-        _save_inputs(set_dir(embedding_set), inputs)
+        directory = set_dir(embedding_set)
+        _save_inputs(directory, inputs)
+        save_array(preference_vectors(features), directory / "pref.npy")
+        save_array(city.venue_ids.astype(np.int64), directory / "venue_ids.npy")
+        save_array(venue_visitor_counts(city), directory / "venue_visitors.npy")
         header = [embeddings_chunk_task.si(embedding_set.pk, start, end) for start, end in ranges]
         transaction.on_commit(lambda: chord(header)(embeddings_finish_task.si(embedding_set.pk)))
     return embedding_set
@@ -155,8 +178,9 @@ def user_embedding_refresh(*, user_id: int) -> bool:
 
     1. Clear the pending mark first, so a change arriving during the work queues another run.
     2. Load the person and their circle, compute features and id bags exactly as in batch.
-    3. Store both embeddings in Redis (raw float32 bytes, with a TTL) and append the person to
-       the set's refresh log; web processes apply the log to their arrays' overlay and index.
+    3. Store both embeddings and the preference vector in Redis (raw float32 bytes, with a TTL)
+       and append the person to the set's refresh log; web processes apply the log to their
+       arrays' overlay and index.
     Returns False when no set is being served (the next full build includes the person).
     """
     from matching.feature_store import circle_of
@@ -184,7 +208,8 @@ def user_embedding_refresh(*, user_id: int) -> bool:
         batch = inputs.batch(np.array([row]), config)
         seed = model.seed_tower(batch).numpy()[0]
         target = model.target_tower(batch).numpy()[0]
-    blob = np.concatenate([seed, target]).astype(np.float32).tobytes()
+    pref = preference_vectors(features[row:row + 1])[0]
+    blob = np.concatenate([seed, target, pref]).astype(np.float32).tobytes()
     cache.set(embedding_key(version.name, user_id), blob, timeout=REFRESH_TTL_SECONDS)
     cache.client.get_client().rpush(cache.make_key(refresh_log_key(embedding_set.pk)), user_id)
     return True

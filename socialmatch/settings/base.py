@@ -176,6 +176,16 @@ MATCHING_CONDITIONS_PROVIDER = env_str("MATCHING_CONDITIONS_PROVIDER", "matching
 # and the final score fuses distance and similarity with these weights (seed 000 section 5.1).
 NEARBY_GRID_METRES = env_int("NEARBY_GRID_METRES", 100, minimum=100)
 NEARBY_FUSION_WEIGHTS = (0.6, 0.4)
+# A person's own nearby searches whose query point moves too fast or too widely are refused
+# (HTTP 429): distance buckets seen from many query points would trilaterate others' cells.
+# Refused: more than NEARBY_MOVE_MAX_KM from the previous query point within
+# NEARBY_MOVE_JUMP_SECONDS, or more than NEARBY_MOVE_MAX_CELLS distinct squares of
+# NEARBY_MOVE_CELL_KM within NEARBY_MOVE_WINDOW_SECONDS.
+NEARBY_MOVE_MAX_KM = env_float("NEARBY_MOVE_MAX_KM", 20.0)
+NEARBY_MOVE_JUMP_SECONDS = env_int("NEARBY_MOVE_JUMP_SECONDS", 60, minimum=1)
+NEARBY_MOVE_CELL_KM = env_float("NEARBY_MOVE_CELL_KM", 1.0)
+NEARBY_MOVE_MAX_CELLS = env_int("NEARBY_MOVE_MAX_CELLS", 8, minimum=1)
+NEARBY_MOVE_WINDOW_SECONDS = env_int("NEARBY_MOVE_WINDOW_SECONDS", 60, minimum=1)
 
 # Keeping the model good (matching.services.lifecycle). The nightly retraining activates its
 # candidate only if its recall@20 on the gate slice is at most MODEL_GATE_MARGIN below the

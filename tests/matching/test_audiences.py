@@ -11,8 +11,8 @@ from django.core.cache import cache
 from django.test import Client
 
 from matching.models import Audience
-from matching.serving import store
 from matching.services.audiences import audience_build
+from matching.serving import store
 from tests.matching.test_refresh import served_city
 from users.models import User
 
@@ -91,3 +91,64 @@ def test_audiences_are_staff_only(alice: User) -> None:
     client.force_login(alice)
     assert client.post("/api/v1/audiences/", {"seed_user_ids": [alice.pk], "target_size": 5},
                        content_type="application/json").status_code == 403
+
+
+# -- seeds from a saved filter ------------------------------------------------------------------
+
+
+def test_a_filter_of_interests_area_and_activity_picks_the_seeds(staff: User) -> None:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from activities.factories import VenueFactory
+    from matching.models import Interaction
+    from tests.conftest import make_person
+
+    near_music = make_person("near_music", -79.99, 40.44, interests=["music", "art"])
+    make_person("near_sports", -79.99, 40.44, interests=["sports"])
+    make_person("far_music", -75.0, 40.44, interests=["music"])
+    idle_music = make_person("idle_music", -79.99, 40.45, interests=["music"])
+    for days in (1, 2, 200):  # the visit 200 days ago is outside the 90-day window
+        Interaction.objects.create(actor=near_music, kind="visit", target_venue=VenueFactory(),
+                                   occurred_at=timezone.now() - dt.timedelta(days=days))
+    # Impressions are what the system showed, not what the person did.
+    Interaction.objects.create(actor=idle_music, kind="impression", target_user=near_music,
+                               occurred_at=timezone.now())
+    area = {"lon": -79.99, "lat": 40.44, "radius_km": 5}
+    body = {"target_size": 5, "filter": {"interests": ["music"], "area": area}}
+    created = staff_client(staff).post("/api/v1/audiences/", body, content_type="application/json")
+    assert created.status_code == 201, created.json()
+    audience = Audience.objects.get(pk=created.json()["id"])
+    assert audience.seed_user_ids == sorted([near_music.pk, idle_music.pk])
+    body["filter"]["min_activity"] = 2
+    created = staff_client(staff).post("/api/v1/audiences/", body, content_type="application/json")
+    assert created.status_code == 201 and created.json()["seeds"] == 1
+    assert Audience.objects.get(pk=created.json()["id"]).seed_user_ids == [near_music.pk]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"target_size": 5, "filter": {}}, "filter"),
+        ({"target_size": 5, "filter": {"interests": ["knitting"]}}, "filter"),
+        ({"target_size": 5, "filter": {"area": {"lon": -79.99, "radius_km": 5}}}, "filter"),
+        ({"target_size": 5, "filter": {"area": {"lon": -79.99, "lat": 40.44, "radius_km": 0}}},
+         "filter"),
+        ({"target_size": 5, "filter": {"min_activity": -1}}, "filter"),
+        ({"target_size": 5, "filter": {"interests": ["music"]}, "seed_user_ids": [1]},
+         "non_field_errors"),
+        ({"target_size": 5}, "non_field_errors"),
+        ({"target_size": 5, "filter": {"interests": ["gaming"]}}, "filter"),  # nobody matches
+    ],
+)
+def test_bad_filters_are_a_400_and_create_nothing(
+    staff: User, body: dict[str, object], field: str,
+) -> None:
+    from tests.conftest import make_person
+
+    make_person("music_fan", -79.99, 40.44, interests=["music"])
+    response = staff_client(staff).post("/api/v1/audiences/", body, content_type="application/json")
+    assert response.status_code == 400, response.json()
+    assert field in response.json()
+    assert not Audience.objects.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 from django.contrib.gis.geos import Point
@@ -11,9 +12,13 @@ from django.core.cache import cache
 from django.test import Client
 
 from matching.models import Interaction
-from matching.serving import store
-from matching.serving import SERVING_SET_KEY
-from matching.services.nearby import distance_bucket
+from matching.services.nearby import (
+    MOVING_TOO_FAST,
+    QueryPointMoving,
+    distance_bucket,
+    query_point_check,
+)
+from matching.serving import SERVING_SET_KEY, store
 from tests.conftest import make_person
 from users.factories import BlockFactory, ConnectionFactory
 from users.models import Profile, User
@@ -143,3 +148,52 @@ def test_anonymous_requests_are_refused() -> None:
 @pytest.mark.parametrize(("km", "bucket"), [(0.2, "< 1 km"), (1.0, "1-2 km"), (4.9, "2-5 km"), (75.0, "> 50 km")])
 def test_distance_buckets(km: float, bucket: str) -> None:
     assert distance_bucket(km) == bucket
+
+
+# -- query points that move too fast -----------------------------------------------------------
+
+
+def test_a_far_jump_of_the_query_point_within_seconds_is_a_429(me: User) -> None:
+    client = client_for(me)
+    assert client.get(URL, {"lat": LAT, "lon": LON}).status_code == 200
+    far = client.get(URL, {"lat": LAT + 0.5, "lon": LON})  # about 56 km north
+    assert far.status_code == 429
+    detail = far.json()["detail"]
+    assert detail.startswith(MOVING_TOO_FAST.split("{km")[0]) and "moved 56 km in 0 s" in detail
+    assert 1 <= int(far["Retry-After"]) <= 60
+    # The refused point was not recorded: the real one is still the reference.
+    assert client.get(URL, {"lat": LAT, "lon": LON}).status_code == 200
+
+
+def test_walking_around_town_is_not_limited(me: User) -> None:
+    client = client_for(me)
+    for step in range(6):  # 6 requests, 300 m apart: 2 cells of 1 km
+        assert client.get(URL, {"lat": LAT + 0.0027 * step, "lon": LON}).status_code == 200
+
+
+def test_too_many_places_within_a_minute_is_a_429(me: User, settings: object) -> None:
+    settings.NEARBY_MOVE_MAX_CELLS = 3  # type: ignore[attr-defined]
+    client = client_for(me)
+    for step in range(3):  # 3 cells, 2 km apart: within the jump limit
+        assert client.get(URL, {"lat": LAT + 0.018 * step, "lon": LON}).status_code == 200
+    fourth = client.get(URL, {"lat": LAT + 0.054, "lon": LON})
+    assert fourth.status_code == 429
+    assert fourth.json()["detail"].startswith("You searched from 4 different places within 60 s.")
+    # A place already seen within the window is not a new one.
+    assert client.get(URL, {"lat": LAT + 0.018, "lon": LON}).status_code == 200
+
+
+def test_the_limit_lifts_when_the_window_has_passed(me: User) -> None:
+    now = time.time()
+    query_point_check(user_id=me.pk, lon=LON, lat=LAT, now=now)
+    with pytest.raises(QueryPointMoving):
+        query_point_check(user_id=me.pk, lon=LON + 1.0, lat=LAT, now=now + 5)
+    query_point_check(user_id=me.pk, lon=LON + 1.0, lat=LAT, now=now + 61)
+
+
+def test_the_profile_location_counts_as_the_query_point(me: User) -> None:
+    client = client_for(me)
+    assert client.get(URL).status_code == 200
+    far_east = Point(LON + 1.0, LAT, srid=4326)  # about 85 km east
+    Profile.objects.filter(user=me).update(location=far_east)
+    assert client.get(URL).status_code == 429

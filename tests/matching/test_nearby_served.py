@@ -1,0 +1,163 @@
+"""Nearby with a served model: pair features from one statement equal the whole-city ones, the
+request costs a fixed number of queries, and one vectorised pass ranks like the per-pair loop."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.contrib.gis.geos import Point
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from activities.factories import ActivityFactory, ParticipationFactory, VenueFactory
+from matching.feature_store import load_city
+from matching.ml.features import user_features
+from matching.ml.pairs import PAIR_NAMES, PairFeaturizer
+from matching.models import Interaction
+from matching.services.nearby import (
+    nearby_candidates,
+    nearby_matches,
+    pair_context_load,
+    pair_features_served,
+    rank_speed,
+)
+from matching.serving import store
+from tests.matching.test_refresh import served_city
+from users.factories import AvailabilityFactory
+from users.models import LocationPing, Profile, User
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def media(tmp_path: Path, settings: object) -> None:
+    settings.MEDIA_ROOT = tmp_path  # type: ignore[attr-defined]
+    cache.clear()
+    store.reset()
+
+
+def richer_city() -> list[User]:
+    """The small social city plus visits, activities, availability and pings shared by some."""
+    from tests.matching.test_registry import small_social_city
+
+    small_social_city()
+    people = list(User.objects.filter(profile__isnull=False).order_by("pk"))
+    venues = [VenueFactory() for _ in range(3)]
+    now = timezone.now()
+    for i, person in enumerate(people):
+        for venue in venues[: 1 + i % 3]:
+            Interaction.objects.create(actor=person, kind="visit", target_venue=venue,
+                                       occurred_at=now - dt.timedelta(days=1 + i))
+        AvailabilityFactory(user=person, weekday=i % 3, start_time="09:00",
+                            end_time=f"{10 + i % 5}:00")
+        spot = Point(-79.99 + 0.01 * (i % 2), 40.44, srid=4326)
+        when = now - dt.timedelta(days=i % 2, hours=1)
+        LocationPing.objects.create(user=person, point=spot, recorded_at=when)
+    for activity_members in (people[:5], people[3:9]):
+        activity = ActivityFactory(organiser=activity_members[0])
+        for member in activity_members:
+            ParticipationFactory(activity=activity, user=member)
+    return people
+
+
+def test_pair_features_from_one_statement_equal_the_whole_city_featurizer() -> None:
+    people = richer_city()
+    served_city_from_existing()
+    serving = store.current()
+    me = people[0]
+    others = np.array([p.pk for p in people[1:]], dtype=np.int64)
+    city = load_city()
+    features = user_features(city, timezone.now().timestamp())
+    reference = PairFeaturizer(city, features).pair_features(
+        int(np.searchsorted(city.user_ids, me.pk)), np.searchsorted(city.user_ids, others),
+    )
+    years = np.array([float(p.profile.birth_year) for p in people[1:]])
+    served = pair_features_served(
+        pair_context_load(me=me.pk, candidates=others), serving,
+        distance_km=np.zeros(len(others)), my_birth_year=me.profile.birth_year, birth_years=years,
+    )
+    # Distances come from snapped positions and co-location counts visitors among the loaded
+    # people (see pair_features_served); every other column is the whole-city value.
+    differ = ("distance_km", "distance_score", "co_located")
+    same = [i for i, name in enumerate(PAIR_NAMES) if name not in differ]
+    for column in same:
+        assert np.allclose(served[:, column], reference[:, column], atol=1e-4), PAIR_NAMES[column]
+    assert reference[:, PAIR_NAMES.index("mutual_friends")].any()
+    assert reference[:, PAIR_NAMES.index("common_venues")].any()
+    assert reference[:, PAIR_NAMES.index("co_participation")].any()
+    assert reference[:, PAIR_NAMES.index("availability_overlap")].any()
+    assert reference[:, PAIR_NAMES.index("paths3")].any()
+    co_located = PAIR_NAMES.index("co_located")
+    assert np.array_equal(served[:, co_located] > 0, reference[:, co_located] > 0)
+
+
+def served_city_from_existing() -> None:
+    """Train, embed and publish on whatever city the test made (no worker)."""
+    from matching.services.embeddings import (
+        embeddings_chunk,
+        embeddings_finish,
+        embeddings_rebuild_start,
+    )
+    from matching.services.training import model_train
+
+    version = model_train(epochs=1, folds=1, activate=True)
+    embedding_set = embeddings_rebuild_start(version=version)
+    embeddings_chunk(set_id=embedding_set.pk, start=0, end=embedding_set.users)
+    embeddings_finish(set_id=embedding_set.pk)
+
+
+def test_a_ranked_request_costs_the_same_four_queries_whatever_the_number_of_candidates() -> None:
+    served_city()
+    me = Profile.objects.order_by("user_id").first().user
+    assert store.current() is not None
+    nearby_matches(user=me)  # loads the set's model once per process
+    counts = []
+    for radius_km in (0.5, 30.0):  # one candidate, then everyone
+        # The 2-second check of the serving key is not per request.
+        store._checked = time.monotonic()
+        with CaptureQueriesContext(connection) as queries:
+            result = nearby_matches(user=me, radius_km=radius_km)
+        assert result.ranker == "model"
+        counts.append((len(result.matches), len(queries)))
+    (few, few_queries), (many, many_queries) = counts
+    assert few == 1 and many == 11  # 16 people, minus the asker and their 4 friends
+    # profile, candidates, the pair context, the impressions (in autocommit mode, also the
+    # SET LOCAL that commits them without waiting for the WAL flush)
+    assert (few_queries, many_queries) == (4, 4)
+
+
+def test_mutual_friends_reason_matches_with_and_without_the_model() -> None:
+    served_city()
+    me = Profile.objects.order_by("user_id").first().user
+    ranked = nearby_matches(user=me, radius_km=30, include_connected=True)
+    with_model = {m.user_id: m.mutual_friends for m in ranked.matches}
+    store.reset()
+    cache.clear()
+    by_rules = nearby_matches(user=me, radius_km=30, include_connected=True)
+    assert ranked.ranker == "model" and by_rules.ranker == "rules"
+    rules = {m.user_id: m.mutual_friends for m in by_rules.matches}
+    assert with_model == rules and any(with_model.values())
+
+
+def test_one_vectorised_pass_scores_like_the_per_pair_loop() -> None:
+    served_city()
+    store.current()
+    figures = rank_speed(candidates=15, repeat=1)
+    assert figures["candidates"] == 15
+    assert figures["max_abs_difference"] < 1e-4
+    assert figures["vectorised_ms"] > 0 and figures["loop_ms"] > 0
+
+
+def test_candidates_are_nearest_first_and_capped() -> None:
+    served_city()
+    me = Profile.objects.order_by("user_id").first()
+    rows = nearby_candidates(me=me.user_id, lon=me.location.x, lat=me.location.y, radius_km=30,
+                             cap=5)
+    distances = [r[4] for r in rows]
+    assert len(rows) == 5 and distances == sorted(distances)

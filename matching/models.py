@@ -87,6 +87,9 @@ class Interaction(models.Model):
                 condition=Q(target_user__isnull=False),
                 name="interaction_target_user",
             ),
+            # Nearby leaves out the people the asker passed on: read on every request.
+            models.Index(fields=["actor", "target_user", "occurred_at"], condition=Q(kind="pass"),
+                         name="interaction_passes"),
         ]
 
     def __str__(self) -> str:

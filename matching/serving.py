@@ -173,6 +173,8 @@ class _Store:
         self._checked = 0.0
         # Name of the active model version, read with the serving key ("" when none is active).
         self.active_version = ""
+        # Sets of other versions that an A/B arm serves, by version name.
+        self._arms: dict[str, ServingSet] = {}
 
     def current(self) -> ServingSet | None:
         now = time.monotonic()
@@ -210,9 +212,33 @@ class _Store:
             logger.exception("embedding set %s could not be loaded; keeping the previous one", set_id)
             return None
 
+    def for_version(self, name: str) -> ServingSet | None:
+        """The newest ready set of version ``name`` (an A/B arm's), loaded once per set; None when
+        that version has no ready set, and the arm then ranks by rules."""
+        current = self.current()
+        if current is not None and current.version == name:
+            return current
+        embedding_set = (
+            EmbeddingSet.objects.select_related("model_version")
+            .filter(model_version__name=name, status="ready").order_by("-created_at").first()
+        )
+        if embedding_set is None:
+            return None
+        with self._lock:
+            cached = self._arms.get(name)
+            if cached is None or cached.set_id != embedding_set.pk:
+                try:
+                    cached = serving_set_load(embedding_set)
+                except (OSError, RuntimeError, ValueError):
+                    logger.exception("embedding set %s of arm version %s could not be loaded", embedding_set.pk, name)
+                    return None
+                self._arms[name] = cached
+        return cached
+
     def reset(self) -> None:
         with self._lock:
             self._serving, self._key, self._checked, self.active_version = None, None, 0.0, ""
+            self._arms = {}
 
 
 def serving_set_load(embedding_set: EmbeddingSet) -> ServingSet:

@@ -166,9 +166,9 @@ def embeddings_share(*, parent: ModelVersion, version: ModelVersion) -> Embeddin
     )
     src, dst = set_dir(source), set_dir(shared)
     dst.mkdir(parents=True, exist_ok=True)
-    for name in ("ids.npy", "seed.npy", "target.npy", "index.faiss"):
-        if (src / name).exists():
-            os.link(src / name, dst / name)
+    for path in src.iterdir():  # the arrays, the index and the serving extras; not the inputs
+        if path.is_file():
+            os.link(path, dst / path.name)
     transaction.on_commit(lambda: cache.set(SERVING_SET_KEY, f"{shared.pk}:{version.name}:{timezone.now().timestamp():.0f}",
                                             timeout=None))
     return shared

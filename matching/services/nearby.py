@@ -45,6 +45,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from matching.ml.features import log_cap
+from matching.ml.fusion import fuse
 from matching.ml.pairs import (
     PAIR_NAMES,
     SLOT_MINUTES,
@@ -53,10 +54,13 @@ from matching.ml.pairs import (
     haversine_km,
 )
 from matching.models import Interaction
+from matching.services.experiments import serving_arm
 from matching.serving import ServingSet, store
 from users.models import Profile, User
 
 CANDIDATE_CAP = 500
+# Freshness (a fusion objective) falls from 1 for someone active now to 0 at this many days.
+FRESHNESS_DAYS = 30
 # The ranking head scores this many of the candidates (and at least this many per result asked
 # for), the best by distance and cosine: the pair features' rows are read per scored person.
 RERANK_POOL = 100
@@ -141,7 +145,10 @@ FROM (
             AND NOT %(include_connected)s
           UNION ALL SELECT from_user_id FROM users_connection
           WHERE to_user_id = %(me)s AND status IN ('accepted', 'pending')
-            AND NOT %(include_connected)s)
+            AND NOT %(include_connected)s
+          UNION ALL SELECT target_user_id FROM matching_interaction
+          WHERE actor_id = %(me)s AND kind = 'pass' AND target_user_id IS NOT NULL
+            AND occurred_at > now() - make_interval(days => %(pass_days)s))
     ORDER BY p.location <-> ST_GeogFromText(%(point)s)
     LIMIT %(cap)s
 ) AS nearest
@@ -200,6 +207,7 @@ def nearby_candidates(
         "point": f"SRID=4326;POINT({float(lon)!r} {float(lat)!r})", "me": me,
         "radius_m": float(radius_km * 1000.0), "cap": int(cap),
         "include_connected": include_connected, "cell": float(cell),
+        "pass_days": int(settings.NEARBY_PASS_DAYS),
     })
 
 
@@ -228,11 +236,15 @@ def nearby_matches(
     shared = [sorted(my_interests & set(r[2] or [])) for r in rows]
     years = np.array([r[3] if r[3] is not None else np.nan for r in rows], dtype=np.float64)
 
-    serving = store.current()
+    # The arm of any A/B test running on this surface: its ranking configuration, and the model
+    # version whose embedding set serves it (the active one by default).
+    arm = serving_arm(surface="nearby", user_id=user.pk)
+    serving = store.for_version(arm.model_version) if arm.model_version else store.current()
     ranker, version = "rules", ""
     similarity = None
     mutual: dict[int, int] | None = None
     pool: np.ndarray | None = None  # rows the ranking head scored; the answer comes from them
+    objectives: dict[str, np.ndarray] = {"distance": distance_score}
     if serving is not None:
         mine, my_found = serving.vectors(np.array([user.pk]), "seed")
         targets, found = serving.vectors(ids, "target")
@@ -240,20 +252,22 @@ def nearby_matches(
             cosine = targets @ mine[0]
             similarity = np.where(found, (cosine + 1.0) / 2.0, 0.0)
             ranker, version = "model", serving.version
-            current = store.active_version == serving.version and serving.pref is not None
+            current = serving.version in (store.active_version, arm.model_version) and serving.pref is not None
             model = serving.ranking_model() if current else None
             if model is not None:
                 # A cascade: the head re-ranks the best by distance and cosine only.
-                w_distance, w_similarity = settings.NEARBY_FUSION_WEIGHTS
-                first = w_distance * distance_score + w_similarity * similarity
+                first = fuse({"distance": distance_score, "similarity": similarity}, arm.objectives)
                 pool = np.lexsort((ids, -first))[:max(RERANK_POOL, RERANK_PER_RESULT * limit)]
                 context = pair_context_load(me=user.pk, candidates=ids[pool])
                 pairs = pair_features_served(
                     context, serving, distance_km=distance_km[pool], my_birth_year=my_year,
                     birth_years=years[pool],
                 )
-                reranked = _scaled(_rank_logits(model, mine[0], targets[pool], pairs))
-                similarity[pool] = np.where(found[pool], reranked, 0.0)
+                logits = _rank_logits(model, mine[0], targets[pool], pairs)
+                similarity[pool] = np.where(found[pool], _scaled(logits), 0.0)
+                objectives.update(_head_objectives(
+                    arm.objectives, model, serving, user.pk, ids, pool, found, logits, pairs,
+                ))
                 counts = context.mutual_friends().tolist()
                 mutual = dict(zip(ids[pool].tolist(), counts, strict=True))
     if similarity is None:
@@ -261,10 +275,12 @@ def nearby_matches(
         jaccard = np.divide([len(s) for s in shared], union, out=np.zeros(len(rows)), where=union > 0)
         age = np.where(np.isfinite(years) & (my_year is not None), 1.0 - np.abs(years - (my_year or 0)) / 30.0, 0.5)
         similarity = 0.75 * jaccard + 0.25 * np.clip(age, 0.0, 1.0)
-    w_distance, w_similarity = settings.NEARBY_FUSION_WEIGHTS
-    score = w_distance * distance_score + w_similarity * similarity
     if pool is None:
         pool = np.arange(len(ids))
+    objectives["similarity"] = similarity
+    if "freshness" in arm.objectives:
+        objectives["freshness"] = _freshness(ids, pool)
+    score = fuse(objectives, arm.objectives)
     order = pool[np.lexsort((ids[pool], -score[pool]))][:limit]
     if mutual is None:
         mutual = _mutual_friends(user.pk, [int(ids[i]) for i in order])
@@ -276,11 +292,53 @@ def nearby_matches(
         )
         for i in order
     ]
-    _impressions_log(user, matches, version)
+    _impressions_log(user, matches, version, arm.variant)
     return NearbyResult(ranker=ranker, model_version=version, matches=matches)
 
 
-def _impressions_log(user: User, matches: list[Match], version: str) -> None:
+def _head_objectives(
+    wanted: dict[str, object], model: object, serving: object, me: int, ids: np.ndarray, pool: np.ndarray,
+    found: np.ndarray, logits: np.ndarray, pairs: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The objectives only the ranking head gives: ``acceptance``, its probability that the asker
+    connects, and ``reciprocity``, the same question asked the other way round (their seed
+    embedding against the asker's target embedding); computed only when the arm weighs them."""
+    out: dict[str, np.ndarray] = {}
+    if "acceptance" in wanted:
+        acceptance = np.zeros(len(ids))
+        acceptance[pool] = np.where(found[pool], 1.0 / (1.0 + np.exp(-logits)), 0.0)
+        out["acceptance"] = acceptance
+    if "reciprocity" in wanted:
+        import torch
+
+        mine_target, my_found = serving.vectors(np.array([me]), "target")  # type: ignore[attr-defined]
+        theirs, their_found = serving.vectors(ids[pool], "seed")  # type: ignore[attr-defined]
+        back = np.zeros(len(ids))
+        if my_found[0]:
+            with torch.inference_mode():
+                logits_back = model.rank(  # type: ignore[attr-defined]
+                    torch.from_numpy(np.ascontiguousarray(theirs, dtype=np.float32)),
+                    torch.from_numpy(np.repeat(mine_target.astype(np.float32), len(pool), axis=0)),
+                    torch.from_numpy(pairs),
+                ).numpy()
+            back[pool] = np.where(their_found, 1.0 / (1.0 + np.exp(-logits_back)), 0.0)
+        out["reciprocity"] = back
+    return out
+
+
+def _freshness(ids: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """1 for someone active now, falling to 0 at FRESHNESS_DAYS or more (or never)."""
+    seen = dict(Profile.objects.filter(user_id__in=ids[pool].tolist()).values_list("user_id", "last_active_at"))
+    now = timezone.now()
+    fresh = np.zeros(len(ids))
+    for i in pool:
+        when = seen.get(int(ids[i]))
+        if when is not None:
+            fresh[i] = max(0.0, 1.0 - (now - when).total_seconds() / (FRESHNESS_DAYS * 86_400.0))
+    return fresh
+
+
+def _impressions_log(user: User, matches: list[Match], version: str, variant: str = "") -> None:
     """One INSERT, committed without waiting for the WAL flush: an impression log may lose its
     last few rows in a server crash, and the wait was a fixed 3 to 5 ms of every request."""
     if not matches:
@@ -293,7 +351,8 @@ def _impressions_log(user: User, matches: list[Match], version: str) -> None:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
         Interaction.objects.bulk_create([
             Interaction(actor=user, kind=Interaction.Kind.IMPRESSION, target_user_id=m.user_id,
-                        position=position, surface="nearby", model_version=version, occurred_at=now)
+                        position=position, surface="nearby", model_version=version, variant=variant,
+                        occurred_at=now)
             for position, m in enumerate(matches)
         ])
 

@@ -172,10 +172,12 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # ``conditions(lon, lat, when)`` method to plug a real one in.
 MATCHING_CONDITIONS_PROVIDER = env_str("MATCHING_CONDITIONS_PROVIDER", "matching.ml.features.NeutralConditions")
 
-# People nearby: positions are snapped to this grid before any distance is computed (privacy),
-# and the final score fuses distance and similarity with these weights (seed 000 section 5.1).
+# People nearby: positions are snapped to this grid before any distance is computed (privacy).
+# The fusion of distance, similarity and the other objectives is a RankingConfig (admin); the
+# default, stored by a migration, is seed 000 section 5.1's 0.6 distance + 0.4 similarity.
 NEARBY_GRID_METRES = env_int("NEARBY_GRID_METRES", 100, minimum=100)
-NEARBY_FUSION_WEIGHTS = (0.6, 0.4)
+# Someone a person passed on is left out of their nearby list for this many days.
+NEARBY_PASS_DAYS = env_int("NEARBY_PASS_DAYS", 30, minimum=0)
 # A person's own nearby searches whose query point moves too fast or too widely are refused
 # (HTTP 429): distance buckets seen from many query points would trilaterate others' cells.
 # Refused: more than NEARBY_MOVE_MAX_KM from the previous query point within

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from matching.feature_store import load_city
@@ -117,7 +118,10 @@ def embeddings_chunk(*, set_id: int, start: int, end: int) -> None:
     seed, target = embed_users(model, sub)
     save_array(seed, directory / "chunks" / f"{start:010d}.seed.npy")
     save_array(target, directory / "chunks" / f"{start:010d}.target.npy")
-    EmbeddingSet.objects.filter(pk=set_id).update(chunks_done=F("chunks_done") + 1)
+    # Count the chunk files rather than add one: a chunk run twice (a redelivered task) must not
+    # count twice. Concurrent chunks each see at least their own file; the largest count wins.
+    done = sum(1 for _ in (directory / "chunks").glob("*.target.npy"))
+    EmbeddingSet.objects.filter(pk=set_id).update(chunks_done=Greatest(F("chunks_done"), done))
 
 
 def embeddings_finish(*, set_id: int) -> EmbeddingSet:

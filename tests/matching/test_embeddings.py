@@ -92,3 +92,19 @@ def test_ivf_index_for_large_sets_keeps_recall() -> None:
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :20]
     recall = np.mean([len(set(a) & set(e)) / 20 for a, e in zip(approx, exact, strict=True)])
     assert recall >= 0.95
+
+
+@pytest.mark.django_db
+def test_a_chunk_run_twice_counts_once(tmp_path, settings) -> None:  # type: ignore[no-untyped-def]
+    from matching.models import EmbeddingSet
+    from matching.services.embeddings import embeddings_chunk, embeddings_rebuild_start
+    from matching.services.training import model_train
+    from tests.matching.test_registry import small_social_city
+
+    settings.MEDIA_ROOT = tmp_path
+    small_social_city()
+    version = model_train(epochs=1, folds=1)
+    embedding_set = embeddings_rebuild_start(version=version)
+    embeddings_chunk(set_id=embedding_set.pk, start=0, end=embedding_set.users)
+    embeddings_chunk(set_id=embedding_set.pk, start=0, end=embedding_set.users)  # redelivered
+    assert EmbeddingSet.objects.get(pk=embedding_set.pk).chunks_done == 1

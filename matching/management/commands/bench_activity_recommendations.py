@@ -66,8 +66,8 @@ class Command(BaseCommand):
         want = options["users"]
         have = User.objects.count()
         if have == 0 and options["generate"]:
-            call_command("generate_city", users=want, seed=options["seed"], prefix=options["prefix"],
-                         now=timezone.now().strftime("%Y-%m-%d"))
+            call_command("generate_city", f"--users={want}", f"--seed={options['seed']}",
+                         f"--prefix={options['prefix']}", f"--now={timezone.now():%Y-%m-%d}")
             have = User.objects.count()
         if have != want:
             raise CommandError(WRONG_SIZE.format(have=have, want=want))

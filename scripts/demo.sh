@@ -71,6 +71,7 @@ fi
 cat <<MSG
 
 socialmatch is running at $URL/
+  people nearby: $URL/people/   activities: $URL/activities/   invitations: $URL/invitations/
   admin:    $URL/admin/
   API docs: $URL/api/docs/
   health:   $URL/health/

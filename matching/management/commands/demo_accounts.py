@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.contrib.gis.geos import Point
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
 from activities.models import Activity
+from activities.services.activities import activity_create
 from users.models import Availability, Profile, User
 
 # Development-only credentials, printed by the demo. Never used outside a local demo database.
@@ -66,14 +69,20 @@ class Command(BaseCommand):
                     user=user, weekday=5, start_time=dt.time(9), defaults={"end_time": dt.time(17)}
                 )
         organiser = User.objects.get(username="olivia")
-        if not Activity.objects.filter(organiser=organiser).exists():
-            starts = (now + dt.timedelta(days=3)).replace(hour=10, minute=0, second=0, microsecond=0)
-            Activity.objects.create(
-                organiser=organiser, title="Saturday badminton doubles",
+        if not Activity.objects.filter(organiser=organiser, starts_at__gt=now).exists():
+            # Through the service, like a real organiser: publishing queues the recommended
+            # participants, which the demo's worker computes as soon as it starts. Next Saturday,
+            # 10:00 in the city's time zone, when the demo people are free.
+            zone = ZoneInfo(settings.AVAILABILITY_TIME_ZONE)
+            local = now.astimezone(zone)
+            saturday = local + dt.timedelta(days=(5 - local.weekday()) % 7 or 7)
+            starts = saturday.replace(hour=10, minute=0, second=0, microsecond=0)
+            activity_create(
+                actor=organiser, title="Saturday badminton doubles",
                 description="Friendly doubles at the park courts; rackets to lend.",
                 category="sports", subtype="fitness", skill_level=3,
                 location=Point(-79.9500, 40.4420, srid=4326), starts_at=starts,
-                ends_at=starts + dt.timedelta(hours=2), capacity=8, status=Activity.Status.PUBLISHED,
+                ends_at=starts + dt.timedelta(hours=2), capacity=8,
             )
         for spec in DEMO_ACCOUNTS:
             self.stdout.write(f"  {spec['role']:<9} {spec['username']:<8} password {spec['password']}")

@@ -76,7 +76,8 @@ def model_retrain_scheduled(
     active_metric = gate_metric(active, city=city) if active is not None else float("nan")
     metric = f"recall@{settings.MODEL_GATE_K}"
     decision = gate(candidate=candidate_metric, active=active_metric, margin=margin, metric=metric)
-    candidate.metrics = {**candidate.metrics, f"gate_{metric}": candidate_metric,
+    candidate.metrics = {**candidate.metrics,
+                         f"gate_{metric}": candidate_metric if np.isfinite(candidate_metric) else None,
                          f"gate_active_{metric}": active_metric if np.isfinite(active_metric) else None}
     candidate.notes = ("Activated by the nightly gate: " if decision.accept else "Not activated by the nightly gate: ") \
         + decision.reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -88,14 +89,14 @@ def model_version_create(
 
 
 def _plain(value: Any) -> Any:
-    """JSON-safe floats (NaN becomes None)."""
+    """JSON-safe floats (NaN and infinities become None)."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, float | int) and not isinstance(value, bool):
         number = float(value)
-        return None if number != number else number
+        return number if math.isfinite(number) else None  # JSON has no NaN or Infinity
     return value
 
 

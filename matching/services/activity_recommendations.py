@@ -347,3 +347,24 @@ def activity_recommendations_refresh(*, activity_id: int) -> RecommendationRun |
     """What the task runs: clear the pending mark, then compute."""
     cache.delete(_pending_key(activity_id))
     return activity_recommendations_compute(activity_id=activity_id)
+
+
+# When a new model starts serving, the recommendations of activities starting within this many
+# days are recomputed with it (soonest first, at most this many activities).
+REFRESH_ON_PUBLISH_DAYS = 30
+REFRESH_ON_PUBLISH_MAX = 2_000
+
+
+def activity_recommendations_refresh_upcoming(*, now: dt.datetime | None = None) -> int:
+    """Queue a recomputation for every published activity starting soon (after a new embedding
+    set of the active model is published: their stored lists were ranked by the previous one, or
+    by rules). Debounced per activity like joins; returns how many were queued."""
+    from activities.models import Activity
+
+    now = now or timezone.now()
+    upcoming = (
+        Activity.objects.filter(status=Activity.Status.PUBLISHED, starts_at__gt=now,
+                                starts_at__lt=now + dt.timedelta(days=REFRESH_ON_PUBLISH_DAYS))
+        .order_by("starts_at").values_list("pk", flat=True)[:REFRESH_ON_PUBLISH_MAX]
+    )
+    return sum(activity_recommendations_schedule(activity_id=pk, countdown=0) for pk in upcoming)

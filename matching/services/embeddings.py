@@ -149,6 +149,12 @@ def embeddings_finish(*, set_id: int) -> EmbeddingSet:
     )
     if embedding_set.model_version.is_active:
         cache.set(SERVING_SET_KEY, f"{set_id}:{embedding_set.model_version.name}:{time.time():.0f}", timeout=None)
+        from matching.services.activity_recommendations import (
+            activity_recommendations_refresh_upcoming,
+        )
+
+        with transaction.atomic():  # the queued tasks go out when this commits
+            activity_recommendations_refresh_upcoming()
     embedding_set.refresh_from_db()
     return embedding_set
 

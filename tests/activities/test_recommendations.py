@@ -282,3 +282,23 @@ def test_joining_a_waitlisted_persons_place_does_not_recommend_them(alice: User,
     waitlist_join(actor=waiting, activity=activity)
     activity_recommendations_compute(activity_id=activity.pk)
     assert not activity.recommendations.filter(user=waiting).exists()
+
+
+def test_a_new_model_going_live_queues_the_upcoming_activities_recommendations(alice: User) -> None:
+    from django.core.cache import cache
+
+    from activities.factories import ActivityFactory
+    from matching.services.activity_recommendations import (
+        _pending_key,
+        activity_recommendations_refresh_upcoming,
+    )
+
+    cache.clear()
+    soon = ActivityFactory(organiser=alice, starts_at=timezone.now() + dt.timedelta(days=2))
+    later = ActivityFactory(organiser=alice, starts_at=timezone.now() + dt.timedelta(days=60))
+    draft = ActivityFactory(organiser=alice, status=Activity.Status.DRAFT)
+    cancelled = ActivityFactory(organiser=alice, status=Activity.Status.CANCELLED)
+    assert activity_recommendations_refresh_upcoming() == 1
+    assert cache.get(_pending_key(soon.pk)) == 1
+    assert all(cache.get(_pending_key(a.pk)) is None for a in (later, draft, cancelled))
+    assert activity_recommendations_refresh_upcoming() == 0  # already pending: not queued twice

@@ -185,3 +185,12 @@ def test_users_are_never_shown_coordinates_on_activity_pages(client, alice, bob)
     x, y = bob.profile.location.x, bob.profile.location.y
     assert f"{y:.4f}" not in html and f"{x:.4f}" not in html
     assert User.objects.count() == 2
+
+
+def test_pages_show_times_in_the_city_time_zone(client, alice, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.AVAILABILITY_TIME_ZONE = "Etc/GMT+5"  # UTC-5, as the generated city
+    starts = dt.datetime(2031, 6, 7, 15, 0, tzinfo=dt.UTC)
+    activity = ActivityFactory(starts_at=starts, ends_at=starts + dt.timedelta(hours=2))
+    client.force_login(alice)
+    html = client.get(reverse("web:activity", args=[activity.pk])).content.decode()
+    assert "Saturday 7 June 2031, 10:00" in html

@@ -222,18 +222,21 @@ class ActivityDetailApi(ActivityApi):
 
 
 class ActivityPublishApi(ActivityApi):
+    @extend_schema(request=None, responses=ActivityOutSerializer)
     def post(self, request: Request, activity_id: int) -> Response:
         services.activity_publish(actor=request.user, activity=self.activity(request, activity_id))
         return self.detail(request, activity_id)
 
 
 class ActivityCancelApi(ActivityApi):
+    @extend_schema(request=None, responses=ActivityOutSerializer)
     def post(self, request: Request, activity_id: int) -> Response:
         services.activity_cancel(actor=request.user, activity=self.activity(request, activity_id))
         return self.detail(request, activity_id)
 
 
 class ActivityJoinApi(ActivityApi):
+    @extend_schema(request=None, responses={201: ActivityOutSerializer})
     def post(self, request: Request, activity_id: int) -> Response:
         """Join; 409 with ``"waitlist": true`` when the activity is full."""
         services.participation_join(actor=request.user, activity=self.activity(request, activity_id))
@@ -241,12 +244,14 @@ class ActivityJoinApi(ActivityApi):
 
 
 class ActivityLeaveApi(ActivityApi):
+    @extend_schema(request=None, responses=ActivityOutSerializer)
     def post(self, request: Request, activity_id: int) -> Response:
         services.participation_leave(actor=request.user, activity=self.activity(request, activity_id))
         return self.detail(request, activity_id)
 
 
 class ActivityParticipantApi(ActivityApi):
+    @extend_schema(request=None, responses={204: None})
     def delete(self, request: Request, activity_id: int, user_id: int) -> Response:
         """Staff moderation: remove someone from an activity (the waitlist fills the place)."""
         user = get_object_or_404(User, pk=user_id)
@@ -255,10 +260,12 @@ class ActivityParticipantApi(ActivityApi):
 
 
 class ActivityWaitlistApi(ActivityApi):
+    @extend_schema(request=None, responses={201: ActivityOutSerializer})
     def post(self, request: Request, activity_id: int) -> Response:
         services.waitlist_join(actor=request.user, activity=self.activity(request, activity_id))
         return self.detail(request, activity_id, status.HTTP_201_CREATED)
 
+    @extend_schema(request=None, responses={204: None})
     def delete(self, request: Request, activity_id: int) -> Response:
         services.waitlist_leave(actor=request.user, activity=self.activity(request, activity_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -365,6 +372,7 @@ class MyInvitationsApi(ActivityApi):
 class InvitationActionApi(ActivityApi):
     action = ""
 
+    @extend_schema(request=None, responses=InvitationSerializer)
     def post(self, request: Request, invitation_id: int) -> Response:
         invitation = Invitation.objects.filter(pk=invitation_id).first()
         # Someone else's invitation does not exist for the asker, unless they organise or moderate.

@@ -6,7 +6,8 @@ import csv
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import HttpResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import IsAdminUser
@@ -135,7 +136,12 @@ class SimilarUsersApi(APIView):
 
     permission_classes = [IsAdminUser]
 
-    @extend_schema(parameters=[SimilarQuerySerializer])
+    @extend_schema(parameters=[SimilarQuerySerializer], responses=inline_serializer("SimilarUsers", {
+        "user_id": serializers.IntegerField(), "model_version": serializers.CharField(),
+        "ranker": serializers.CharField(),
+        "results": inline_serializer("SimilarUser", {"user_id": serializers.IntegerField(),
+                                                     "cosine": serializers.FloatField()}, many=True),
+    }))
     def get(self, request: Request, user_id: int) -> Response:
         query = SimilarQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -264,6 +270,7 @@ class AudienceExportApi(APIView):
 
     permission_classes = [IsAdminUser]
 
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
     def get(self, request: Request, audience_id: int) -> HttpResponse:
         audience = Audience.objects.filter(pk=audience_id).first()
         if audience is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
@@ -47,7 +47,9 @@ class NotificationsApi(APIView):
 
 
 class NotificationsReadApi(APIView):
-    @extend_schema(request=MarkReadSerializer)
+    @extend_schema(request=MarkReadSerializer, responses=inline_serializer("NotificationsMarked", {
+        "marked": serializers.IntegerField(), "unread": serializers.IntegerField(),
+    }))
     def post(self, request: Request) -> Response:
         body = MarkReadSerializer(data=request.data)
         body.is_valid(raise_exception=True)

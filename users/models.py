@@ -293,6 +293,8 @@ class Notification(models.Model):
         WAITLIST_PROMOTED = "waitlist_promoted", "Promoted from the waitlist"
         ACTIVITY_CANCELLED = "activity_cancelled", "Activity cancelled"
         ACTIVITY_CHANGED = "activity_changed", "Activity changed"
+        CONNECTION_REQUEST = "connection_request", "Connection request"
+        CONNECTION_ACCEPTED = "connection_accepted", "Connection accepted"
 
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="notifications")
     kind = models.CharField(max_length=24, choices=Kind.choices)
@@ -307,7 +309,7 @@ class Notification(models.Model):
             models.CheckConstraint(
                 condition=Q(kind__in=[
                     "invitation", "invitation_answered", "waitlist_promoted", "activity_cancelled",
-                    "activity_changed",
+                    "activity_changed", "connection_request", "connection_accepted",
                 ]),
                 name="notification_kind_valid",
             ),

@@ -98,6 +98,8 @@ CONNECT_DECLINED = "This person has declined your request."
 CONNECTION_NOT_YOURS = "Only the person who received this request can answer it."
 CONNECTION_ANSWERED = "This request has already been answered."
 BLOCK_SELF = "You cannot block yourself."
+REQUEST_MESSAGE = "{name} would like to connect with you."
+ACCEPTED_MESSAGE = "{name} accepted your request: you are connected."
 AVAILABILITY_OVERLAP = "Slots on {day} overlap ({first} and {second})."
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
@@ -186,6 +188,8 @@ def connection_request(*, actor: User, to_user_id: int) -> Connection:
                     connection.save()
             except IntegrityError:  # the other person asked at the same moment: answer as a re-ask
                 return connection_request(actor=actor, to_user_id=to_user_id)
+            notification_create(user_id=target.pk, kind=Notification.Kind.CONNECTION_REQUEST,
+                                message=REQUEST_MESSAGE.format(name=_name(actor)), data={"user_id": actor.pk})
             return connection
         if existing.status == Connection.Status.ACCEPTED:
             raise UserActionError(CONNECT_ALREADY)
@@ -195,6 +199,7 @@ def connection_request(*, actor: User, to_user_id: int) -> Connection:
         existing.status = Connection.Status.ACCEPTED
         existing.responded_at = timezone.now()
         existing.save(update_fields=["status", "responded_at"])
+        _tell_accepted(existing)
         return existing
 
 
@@ -209,7 +214,20 @@ def connection_respond(*, actor: User, connection_id: int, accept: bool) -> Conn
         connection.status = Connection.Status.ACCEPTED if accept else Connection.Status.DECLINED
         connection.responded_at = timezone.now()
         connection.save(update_fields=["status", "responded_at"])
+        if accept:  # a decline is not announced: the asker's request just stays unanswered to them
+            _tell_accepted(connection)
     return connection
+
+
+def _name(user: User) -> str:
+    profile = Profile.objects.filter(user=user).values_list("display_name", flat=True).first()
+    return profile or user.get_username()
+
+
+def _tell_accepted(connection: Connection) -> None:
+    notification_create(user_id=connection.from_user_id, kind=Notification.Kind.CONNECTION_ACCEPTED,
+                        message=ACCEPTED_MESSAGE.format(name=_name(connection.to_user)),
+                        data={"user_id": connection.to_user_id})
 
 
 def user_block(*, actor: User, blocked_id: int) -> Block:

@@ -179,6 +179,22 @@ def test_only_the_receiver_answers_a_request(client, alice, bob, carol) -> None:
     assert Interaction.objects.filter(actor=carol, kind="accept", target_user=alice).exists()
 
 
+def test_a_request_and_its_acceptance_are_notified(client, alice, bob) -> None:  # type: ignore[no-untyped-def]
+    from users.models import Notification
+
+    client.force_login(alice)
+    client.post(reverse("web:connect", args=[bob.pk]))
+    told = Notification.objects.get(user=bob)
+    assert (told.kind, told.message, told.data) == ("connection_request", "Alice would like to connect with you.",
+                                                    {"user_id": alice.pk})
+    client.force_login(bob)
+    client.post(reverse("web:connection-reply", args=[Connection.objects.get().pk]), {"answer": "accept"})
+    back = Notification.objects.get(user=alice)
+    assert back.kind == "connection_accepted" and back.message == "Bob accepted your request: you are connected."
+    inbox = client.get(reverse("web:invitations")).content.decode()
+    assert "Alice would like to connect with you." in inbox
+
+
 def test_asking_someone_who_asked_you_connects_you(client, alice, bob) -> None:  # type: ignore[no-untyped-def]
     Connection.objects.create(from_user=bob, to_user=alice)
     client.force_login(alice)

@@ -167,9 +167,22 @@ def _last_linear(tower: torch.nn.Module) -> torch.nn.Linear:
 
 
 def student_config(teacher: ModelConfig) -> ModelConfig:
-    """A student about a quarter of the teacher's dense size, with the same embedding width."""
-    return replace(teacher, token_dim=max(4, teacher.token_dim // 2), dnn_hidden=tuple(max(16, h // 2) for h in teacher.dnn_hidden),
+    """A student with the teacher's token width and half its DNN and head widths: the dense
+    layers shrink to about a quarter, and the field and id-embedding tables keep their shapes,
+    so the student can start from the teacher's (``student_from``)."""
+    return replace(teacher, dnn_hidden=tuple(max(16, h // 2) for h in teacher.dnn_hidden),
                    rank_hidden=tuple(max(8, h // 2) for h in teacher.rank_hidden))
+
+
+def student_from(teacher: RALM) -> RALM:
+    """A student initialised with every teacher tensor of the same name and shape (embedding
+    tables, field projections, attention): distillation then only has to fit the smaller DNN."""
+    student = RALM(student_config(teacher.config))
+    mine = student.state_dict()
+    shared = {k: v for k, v in teacher.state_dict().items() if k in mine and mine[k].shape == v.shape}
+    mine.update(shared)
+    student.load_state_dict(mine)
+    return student
 
 
 def distill(
@@ -291,7 +304,7 @@ def compression_report(
     """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    student = RALM(student_config(teacher.config))
+    student = student_from(teacher)
     log("distilling the towers")
     distill(teacher, student, inputs, known, epochs=student_epochs, seed=seed)
     sample = known[rng.choice(len(known), min(len(known), 20_000), replace=False)]

@@ -93,8 +93,8 @@ class Command(BaseCommand):
         from matching.feature_store import load_city
         from matching.ml.features import user_features
         from matching.ml.inputs import UserInputs
-        from matching.ml.lifecycle import LabelledPairs, distill, distill_head, student_config
-        from matching.ml.model import RALM, ModelConfig
+        from matching.ml.lifecycle import LabelledPairs, distill, distill_head, student_from
+        from matching.ml.model import ModelConfig
         from matching.ml.pairs import PairFeaturizer
         from matching.models import ModelVersion
         from matching.services.registry import model_version_create, model_version_load
@@ -113,7 +113,7 @@ class Command(BaseCommand):
         features = user_features(city, timezone.now().timestamp())
         inputs = UserInputs.build(city, features, ModelConfig.from_dict(active.config["model"]))
         positives = positive_pairs(city)
-        student = RALM(student_config(teacher.config))
+        student = student_from(teacher)
         distill(teacher, student, inputs, positives, epochs=options["student_epochs"], seed=options["seed"])
         rng = np.random.default_rng(options["seed"])
         negatives = np.column_stack([positives[:, 0], rng.integers(0, inputs.n_users, len(positives))])

@@ -117,13 +117,17 @@ def profile_update(*, user: User, location: tuple[float, float] | None = None, *
             if name not in PROFILE_EDITABLE:
                 raise TypeError(f"profile field {name!r} is not editable by its owner")
             setattr(profile, name, value)
+        moved = False
         if location is not None:
             lon, lat = location
-            profile.location = Point(lon, lat, srid=4326)
-            profile.location_updated_at = timezone.now()
+            point = Point(lon, lat, srid=4326)
+            moved = profile.location is None or (profile.location.x, profile.location.y) != (point.x, point.y)
+            if moved:  # saving the profile with the same point is not a new observation
+                profile.location = point
+                profile.location_updated_at = timezone.now()
         profile.full_clean()
         profile.save()
-        if location is not None:
+        if moved:
             LocationPing.objects.create(user=user, point=profile.location, recorded_at=profile.location_updated_at,
                                         source=LocationPing.Source.MANUAL)
     return profile

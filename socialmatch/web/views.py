@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from matching.services.feedback import connection_answer, match_connect, match_pass, person_view
-from matching.services.nearby import NearbyError, nearby_matches
+from matching.services.nearby import NearbyError, QueryPointMoving, nearby_matches
 from socialmatch.web.forms import AvailabilityFormSet, NearbyFilterForm, ProfileForm, SignUpForm
 from users.models import Availability, Block, Connection, Profile, User
 from users.selectors import connection_between, mutual_friend_count
@@ -133,6 +133,10 @@ def people(request: HttpRequest) -> HttpResponse:
     try:
         # A filter keeps the people who also like it among the best 100, so the page still has 20.
         result = nearby_matches(user=request.user, radius_km=radius, limit=100 if interest else 20)
+    except QueryPointMoving as exc:  # the asker's own location jumped around: wait, then retry
+        messages.error(request, str(exc))
+        return render(request, "web/people.html", {"form": form, "cards": [], "result": None, "radius": radius},
+                      status=429)
     except NearbyError as exc:
         messages.error(request, str(exc))
         return redirect("web:profile")

@@ -226,3 +226,26 @@ def test_connections_page_lists_requests_and_friends(client, alice, bob, carol) 
     assert [c.from_user for c in response.context["incoming"]] == [bob]
     assert response.context["friends"] == [carol]
     assert [c.to_user for c in response.context["sent"]] == [dave]
+
+
+def test_saving_the_profile_again_records_no_new_location(client) -> None:  # type: ignore[no-untyped-def]
+    user = User.objects.create_user("dana", password="x")
+    client.force_login(user)
+    client.post(reverse("web:profile"), _profile_post())
+    client.post(reverse("web:profile"), _profile_post(bio="Now with a bio."))
+    assert user.location_pings.count() == 1
+    client.post(reverse("web:profile"), _profile_post(latitude="40.45"))
+    assert user.location_pings.count() == 2
+
+
+def test_a_jumping_query_point_gets_a_clear_429_page(client, alice, bob, settings) -> None:  # type: ignore[no-untyped-def]
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.NEARBY_MOVE_MAX_KM = 1.0
+    client.force_login(alice)
+    assert client.get(reverse("web:people")).status_code == 200
+    Profile.objects.filter(user=alice).update(location=alice.profile.location.__class__(-80.5, 40.9, srid=4326))
+    response = client.get(reverse("web:people"))
+    assert response.status_code == 429
+    assert "km" in _messages(response)[-1]

@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from matching.apis import NearbyThrottle
 from matching.services.feedback import connection_answer, match_connect, match_pass, person_view
 from matching.services.nearby import NearbyError, QueryPointMoving, nearby_matches
 from socialmatch.web.forms import AvailabilityFormSet, NearbyFilterForm, ProfileForm, SignUpForm
@@ -40,6 +41,7 @@ BLOCKED = "{name} is blocked: neither of you will see the other."
 UNBLOCKED = "{name} is unblocked."
 DECLINED = "Request declined."
 PERSON_UNKNOWN = "This person cannot be shown."
+TOO_MANY = "You have looked for people nearby very often: try again in {seconds} s."
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -130,6 +132,16 @@ def people(request: HttpRequest) -> HttpResponse:
         radius, interest = form.cleaned_data["radius_km"], form.cleaned_data["interest"]
     elif request.GET:
         messages.error(request, "Those filters are not valid; showing people within 5 km.")
+    # The API's per-person budget (NEARBY_THROTTLE), shared: pages and API count together, so
+    # neither is a way around the other's limit.
+    throttle = NearbyThrottle()
+    if not throttle.allow_request(request, None):
+        wait = int(throttle.wait() or 1)
+        messages.error(request, TOO_MANY.format(seconds=wait))
+        response = render(request, "web/people.html", {"form": form, "cards": [], "result": None, "radius": radius},
+                          status=429)
+        response["Retry-After"] = str(wait)
+        return response
     try:
         # A filter keeps the people who also like it among the best 100, so the page still has 20.
         result = nearby_matches(user=request.user, radius_km=radius, limit=100 if interest else 20)

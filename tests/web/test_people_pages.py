@@ -249,3 +249,24 @@ def test_a_jumping_query_point_gets_a_clear_429_page(client, alice, bob, setting
     response = client.get(reverse("web:people"))
     assert response.status_code == 429
     assert "km" in _messages(response)[-1]
+
+
+def test_the_people_page_shares_the_api_s_per_person_budget(client, alice, bob, settings) -> None:  # type: ignore[no-untyped-def]
+    from django.core.cache import cache
+    from rest_framework.settings import api_settings
+
+    from matching.apis import NearbyThrottle
+
+    cache.clear()
+    rates = {**api_settings.DEFAULT_THROTTLE_RATES, "nearby": "3/min"}
+    NearbyThrottle.THROTTLE_RATES = rates  # the class reads the rates when defined
+    try:
+        client.force_login(alice)
+        assert client.get("/api/v1/matches/nearby/").status_code == 200
+        assert client.get(reverse("web:people")).status_code == 200
+        assert client.get(reverse("web:people")).status_code == 200
+        refused = client.get(reverse("web:people"))
+        assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+        assert _messages(refused)[-1].startswith("You have looked for people nearby very often")
+    finally:
+        NearbyThrottle.THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES

@@ -45,7 +45,7 @@ class InteractionAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ("name", "is_active", "parent", "feature_schema_version", "headline", "created_at", "activated_at")
+    list_display = ("name", "is_active", "parent", "feature_schema_version", "headline", "why", "created_at", "activated_at")
     list_filter = ("is_active", "feature_schema_version")
     search_fields = ("name", "notes")
     readonly_fields = (
@@ -73,6 +73,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return "-"
         url = reverse("admin:matching_modelversion_curves", args=[version.pk])
         return format_html('<img src="{}" alt="Training curves of {}" style="max-width:100%">', url, version.name)
+
+    @admin.display(description="Why (activated or not)")
+    def why(self, version: ModelVersion) -> str:
+        """The gate's reason, or who activated it: the notes, shortened for the list."""
+        notes = version.notes or ""
+        return notes if len(notes) <= 120 else notes[:117] + "..."
 
     @admin.display(description="Ranking recall@20 (validation)")
     def headline(self, version: ModelVersion) -> str:

@@ -85,3 +85,14 @@ def test_audience_action_asks_for_the_size_then_builds(staff_client, alice, bob,
     assert audience.created_by == staff
     page = staff_client.get(done["Location"]).content.decode()
     assert 'http-equiv="refresh"' in page  # pending: the page follows the build's progress
+
+
+def test_the_version_list_says_why_a_candidate_was_not_activated(staff_client, version) -> None:  # type: ignore[no-untyped-def]
+    refused = ModelVersion.objects.create(
+        name="v8", weights="models/v8.pt", sha256="0" * 64, config={}, feature_schema={},
+        feature_schema_version="user-features-1",
+        notes="Not activated by the nightly gate: recall@20 0.3100 is worse than the active 0.3500 by more than 0.0100",
+    )
+    html = staff_client.get(reverse("admin:matching_modelversion_changelist")).content.decode()
+    assert "Not activated by the nightly gate: recall@20 0.3100 is worse" in html
+    assert refused.name in html

@@ -173,8 +173,9 @@ class _Store:
         self._checked = 0.0
         # Name of the active model version, read with the serving key ("" when none is active).
         self.active_version = ""
-        # Sets of other versions that an A/B arm serves, by version name.
-        self._arms: dict[str, ServingSet] = {}
+        # Sets of other versions that an A/B arm serves, by version name, with when they were
+        # last looked up.
+        self._arms: dict[str, tuple[float, ServingSet | None]] = {}
 
     def current(self) -> ServingSet | None:
         now = time.monotonic()
@@ -218,21 +219,24 @@ class _Store:
         current = self.current()
         if current is not None and current.version == name:
             return current
+        now = time.monotonic()
+        checked, cached = self._arms.get(name, (0.0, None))
+        if now - checked < CHECK_SECONDS:  # like the served set: look for a newer one every few seconds
+            return cached
         embedding_set = (
             EmbeddingSet.objects.select_related("model_version")
             .filter(model_version__name=name, status="ready").order_by("-created_at").first()
         )
-        if embedding_set is None:
-            return None
         with self._lock:
-            cached = self._arms.get(name)
-            if cached is None or cached.set_id != embedding_set.pk:
+            if embedding_set is None:
+                cached = None
+            elif cached is None or cached.set_id != embedding_set.pk:
                 try:
                     cached = serving_set_load(embedding_set)
                 except (OSError, RuntimeError, ValueError):
                     logger.exception("embedding set %s of arm version %s could not be loaded", embedding_set.pk, name)
-                    return None
-                self._arms[name] = cached
+                    cached = None
+            self._arms[name] = (now, cached)
         return cached
 
     def reset(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.contrib.gis.geos import Point
+from django.test import Client
 
 from users.factories import ProfileFactory, UserFactory
 from users.models import User
@@ -45,6 +46,18 @@ def carol(db: None) -> User:
 @pytest.fixture
 def staff(db: None) -> User:
     return UserFactory(username="staff", is_staff=True, is_superuser=True)
+
+
+def client_for(user: User) -> Client:
+    """A test client signed in as ``user``."""
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def staff_client(staff: User) -> Client:
+    return client_for(staff)
 
 
 @pytest.fixture

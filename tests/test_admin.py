@@ -39,13 +39,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff_client(staff: User) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def one_of_everything(staff: User) -> None:
     profile = ProfileFactory()
     LocationPing.objects.create(

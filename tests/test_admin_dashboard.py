@@ -5,24 +5,19 @@ from __future__ import annotations
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.cache import cache
-from django.test import Client
 from django.urls import reverse
 
 from activities.factories import InvitationFactory
 from activities.models import Invitation
 from matching.dashboard import dashboard_summary
 from matching.models import Audience, EmbeddingSet, ModelVersion
-from users.models import User
 
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def staff_client(staff: User) -> Client:
-    cache.clear()
-    client = Client()
-    client.force_login(staff)
-    return client
+@pytest.fixture(autouse=True)
+def fresh_cache() -> None:
+    cache.clear()  # the dashboard's counts are cached
 
 
 @pytest.fixture

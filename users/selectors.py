@@ -7,6 +7,14 @@ from django.db.models import Q, QuerySet
 from users.models import Block, Connection, Notification, Profile, User
 
 
+def display_name(user_id: int) -> str:
+    """What others see a person called: their profile's display name, else their username."""
+    row = User.objects.filter(pk=user_id).values_list("profile__display_name", "username").first()
+    if row is None:
+        return "this person"
+    return row[0] or row[1]
+
+
 def connection_between(a: int, b: int) -> Connection | None:
     return Connection.objects.filter(Q(from_user_id=a, to_user_id=b) | Q(from_user_id=b, to_user_id=a)).first()
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from users.geo import robust_centre
 from users.models import Availability, Block, Connection, LocationPing, Notification, Profile, User
+from users.selectors import display_name
 
 # How much location history the home location is computed from.
 HOME_HISTORY_DAYS = 90
@@ -193,7 +194,7 @@ def connection_request(*, actor: User, to_user_id: int) -> Connection:
             except IntegrityError:  # the other person asked at the same moment: answer as a re-ask
                 return connection_request(actor=actor, to_user_id=to_user_id)
             notification_create(user_id=target.pk, kind=Notification.Kind.CONNECTION_REQUEST,
-                                message=REQUEST_MESSAGE.format(name=_name(actor)), data={"user_id": actor.pk})
+                                message=REQUEST_MESSAGE.format(name=display_name(actor.pk)), data={"user_id": actor.pk})
             return connection
         if existing.status == Connection.Status.ACCEPTED:
             raise UserActionError(CONNECT_ALREADY)
@@ -223,14 +224,9 @@ def connection_respond(*, actor: User, connection_id: int, accept: bool) -> Conn
     return connection
 
 
-def _name(user: User) -> str:
-    profile = Profile.objects.filter(user=user).values_list("display_name", flat=True).first()
-    return profile or user.get_username()
-
-
 def _tell_accepted(connection: Connection) -> None:
     notification_create(user_id=connection.from_user_id, kind=Notification.Kind.CONNECTION_ACCEPTED,
-                        message=ACCEPTED_MESSAGE.format(name=_name(connection.to_user)),
+                        message=ACCEPTED_MESSAGE.format(name=display_name(connection.to_user_id)),
                         data={"user_id": connection.to_user_id})
 
 

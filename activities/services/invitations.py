@@ -24,16 +24,12 @@ from activities.models import Activity, Invitation, Participation, Recommendatio
 from activities.services.common import blocked_with, can_moderate, emit, notify
 from activities.services.participation import add_participant, check_may_join, lock_open_activity
 from users.models import Notification, User
+from users.selectors import display_name
 
 INVITED_MESSAGE = "{organiser} invites you to {title}."
 ACCEPTED_MESSAGE = "{name} accepted your invitation to {title}."
 DECLINED_MESSAGE = "{name} declined your invitation to {title}."
 LIMIT_WINDOW = dt.timedelta(days=1)
-
-
-def _display_name(user: User) -> str:
-    profile = getattr(user, "profile", None)
-    return (profile.display_name if profile else "") or user.username
 
 
 def invitations_sent_today(*, organiser: User, now: dt.datetime | None = None) -> int:
@@ -102,7 +98,7 @@ def invitations_send(
                        reasons=r.reasons)
             for r in chosen
         ])
-        message = INVITED_MESSAGE.format(organiser=_display_name(actor), title=activity.title)
+        message = INVITED_MESSAGE.format(organiser=display_name(actor.pk), title=activity.title)
         for invitation, rec in zip(invitations, chosen, strict=True):
             emit("invite_sent", actor_id=actor.pk, activity_id=activity.pk, target_user_id=rec.user_id,
                  position=rec.rank - 1, model_version=activity.recommendation_model_version,
@@ -153,7 +149,7 @@ def invitation_accept(*, actor: User, invitation: Invitation) -> Participation:
                  target_user_id=activity.organiser_id, model_version=activity.recommendation_model_version,
                  variant=activity.recommendation_ranker, surface="invite")
             notify(activity.organiser_id, Notification.Kind.INVITATION_ANSWERED,
-                   ACCEPTED_MESSAGE.format(name=_display_name(actor), title=activity.title),
+                   ACCEPTED_MESSAGE.format(name=display_name(actor.pk), title=activity.title),
                    {"activity_id": activity.pk, "invitation_id": invitation.pk})
     if expired:  # committed above: the expiry stands even though the answer is refused
         raise InvitationClosed(errors.INVITATION_EXPIRED)
@@ -170,7 +166,7 @@ def invitation_decline(*, actor: User, invitation: Invitation) -> Invitation:
              model_version=activity.recommendation_model_version, variant=activity.recommendation_ranker,
              surface="invite")
         notify(activity.organiser_id, Notification.Kind.INVITATION_ANSWERED,
-               DECLINED_MESSAGE.format(name=_display_name(actor), title=activity.title),
+               DECLINED_MESSAGE.format(name=display_name(actor.pk), title=activity.title),
                {"activity_id": activity.pk, "invitation_id": invitation.pk})
     return invitation
 

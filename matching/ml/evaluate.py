@@ -343,7 +343,7 @@ def _classification(model, seed_emb, target_emb, featurizer, held_out, known_adj
             negs.append((u, v))
     pairs = np.concatenate([pos, np.array(negs, dtype=np.int64).reshape(-1, 2)])
     labels = np.concatenate([np.ones(len(pos)), np.zeros(len(negs))])
-    feats = np.concatenate([featurizer.pair_features(int(u), np.array([v])) for u, v in pairs]) if len(pairs) else np.zeros((0, 12), np.float32)
+    feats = featurizer.for_pairs(pairs[:, 0], pairs[:, 1])
     ex = RankingExamples(pairs[:, 0], pairs[:, 1], feats, labels.astype(np.float32))
     prob = 1.0 / (1.0 + np.exp(-rank_logits(model, seed_emb, target_emb, ex)))
     pred = prob >= 0.5

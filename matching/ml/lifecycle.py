@@ -274,6 +274,26 @@ def inference_users_per_second(model: RALM, inputs: UserInputs, *, users: int = 
     return float(np.median(rates))
 
 
+def distill_student(
+    teacher: RALM, inputs: UserInputs, positives: np.ndarray, featurizer: object, *, epochs: int = 8,
+    seed: int = 0, head_pairs: int | None = None,
+) -> RALM:
+    """A student started from the teacher (``student_from``), its towers distilled on
+    ``positives``, then its head on those pairs (at most ``head_pairs`` of them) and as many
+    random ones, against the teacher's head."""
+    rng = np.random.default_rng(seed)
+    student = student_from(teacher)
+    distill(teacher, student, inputs, positives, epochs=epochs, seed=seed)
+    sample = positives
+    if head_pairs is not None and len(positives) > head_pairs:
+        sample = positives[rng.choice(len(positives), head_pairs, replace=False)]
+    u = np.r_[sample[:, 0], sample[:, 0]]
+    v = np.r_[sample[:, 1], rng.integers(0, inputs.n_users, len(sample))]
+    pairs = LabelledPairs(u, v, featurizer.for_pairs(u, v), np.zeros(len(u), np.float32))  # type: ignore[attr-defined]
+    distill_head(teacher, student, inputs, pairs, epochs=epochs, seed=seed)
+    return student
+
+
 # --- the side-by-side report ----------------------------------------------------------------
 
 
@@ -285,7 +305,7 @@ def pair_auc(model: RALM, inputs: UserInputs, featurizer: object, positives: np.
     negatives = np.column_stack([positives[:, 0], rng.integers(0, n, len(positives))])
     pairs = np.concatenate([positives, negatives])
     labels = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
-    features = np.concatenate([featurizer.pair_features(int(u), np.array([v])) for u, v in pairs])  # type: ignore[attr-defined]
+    features = featurizer.for_pairs(pairs[:, 0], pairs[:, 1])  # type: ignore[attr-defined]
     with torch.no_grad():
         scores = model.rank(model.seed_embed(inputs.batch(pairs[:, 0], model.config)),
                             model.target_embed(inputs.batch(pairs[:, 1], model.config)),
@@ -302,18 +322,9 @@ def compression_report(
     Quality is measured on ``held_out`` pairs none of them trained on: retrieval recall@20 with
     the ``known`` graph as input, and the ranking head's AUC against random pairs.
     """
-    rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    student = student_from(teacher)
-    log("distilling the towers")
-    distill(teacher, student, inputs, known, epochs=student_epochs, seed=seed)
-    sample = known[rng.choice(len(known), min(len(known), 20_000), replace=False)]
-    negatives = np.column_stack([sample[:, 0], rng.integers(0, inputs.n_users, len(sample))])
-    u = np.r_[sample[:, 0], negatives[:, 0]]
-    v = np.r_[sample[:, 1], negatives[:, 1]]
-    pf = np.concatenate([featurizer.pair_features(int(a), np.array([b])) for a, b in zip(u, v, strict=True)])  # type: ignore[attr-defined]
-    log("distilling the ranking head")
-    distill_head(teacher, student, inputs, LabelledPairs(u, v, pf, np.zeros(len(u), np.float32)), epochs=student_epochs, seed=seed)
+    log("distilling the student")
+    student = distill_student(teacher, inputs, known, featurizer, epochs=student_epochs, seed=seed, head_pairs=20_000)
     models = {"teacher": teacher, "student": student, "teacher_int8": quantise(teacher), "student_int8": quantise(student)}
     report: dict[str, dict[str, float]] = {}
     for name, model in models.items():

@@ -106,6 +106,18 @@ class PairFeaturizer:
         self.interest_sets = sp.csr_matrix(interests.astype(np.float32))
         self.interest_counts = interests.sum(axis=1).astype(np.float64)
 
+    def for_pairs(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Features of arbitrary pairs ``(u[i], v[i])``, in their order: one ``pair_features``
+        call per distinct ``u`` rather than one per pair."""
+        u, v = np.asarray(u, dtype=np.int64), np.asarray(v, dtype=np.int64)
+        out = np.zeros((len(u), len(PAIR_NAMES)), dtype=np.float32)
+        order = np.argsort(u, kind="stable")
+        starts = np.flatnonzero(np.r_[True, u[order][1:] != u[order][:-1]]) if len(u) else np.zeros(0, np.int64)
+        for start, end in zip(starts, np.r_[starts[1:], len(u)], strict=True):
+            rows = order[start:end]
+            out[rows] = self.pair_features(int(u[rows[0]]), v[rows])
+        return out
+
     def pair_features(self, user: int, candidates: np.ndarray) -> np.ndarray:
         """``(len(candidates), len(PAIR_NAMES))`` float32 features of ``user`` against each candidate."""
         c = np.asarray(candidates, dtype=np.int64)

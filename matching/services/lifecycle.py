@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
@@ -42,17 +43,30 @@ NO_ACTIVE = "No active model version: train one first (train_model --activate)."
 NO_NEW_LABELS = "No new labelled pairs since {since:%Y-%m-%d %H:%M}: nothing to update."
 
 
-def gate_metric(version: ModelVersion, *, city: CityData | None = None, k: int | None = None) -> float:
+@dataclass(frozen=True)
+class GateData:
+    """What every version is judged on: the city without the gate slice (its features, its
+    friendships as input) and the slice's pairs. Built once, for any number of versions."""
+
+    city: CityData
+    held: np.ndarray
+    features: np.ndarray
+
+    @classmethod
+    def of(cls, full: CityData) -> GateData:
+        train_city, held = training_city(full)
+        return cls(city=train_city, held=held, features=user_features(train_city, timezone.now().timestamp()))
+
+
+def gate_metric(version: ModelVersion, *, data: GateData | None = None, k: int | None = None) -> float:
     """Recall@k (``MODEL_GATE_K``) of ``version`` on the gate slice, the rest of the graph as input."""
-    full = city if city is not None else load_city()
-    train_city, held = training_city(full)
-    if not len(held):
+    data = data if data is not None else GateData.of(load_city())
+    if not len(data.held):
         return float("nan")
     model = model_version_load(version)
-    features = user_features(train_city, timezone.now().timestamp())
-    inputs = UserInputs.build(train_city, features, ModelConfig.from_dict(version.config["model"]))
-    known = np.column_stack([train_city.friend_u, train_city.friend_v])
-    return retrieval_recall(model, inputs, known, held, k=k or settings.MODEL_GATE_K)
+    inputs = UserInputs.build(data.city, data.features, ModelConfig.from_dict(version.config["model"]))
+    known = np.column_stack([data.city.friend_u, data.city.friend_v])
+    return retrieval_recall(model, inputs, known, data.held, k=k or settings.MODEL_GATE_K)
 
 
 def model_retrain_scheduled(
@@ -69,11 +83,11 @@ def model_retrain_scheduled(
     margin = settings.MODEL_GATE_MARGIN if margin is None else margin
     epochs = settings.MODEL_RETRAIN_EPOCHS if epochs is None else epochs
     active = ModelVersion.objects.filter(is_active=True).first()
-    city = load_city()
-    candidate = model_train(epochs=epochs, warm_start=active is not None, folds=1, city=training_city(city)[0],
+    data = GateData.of(load_city())
+    candidate = model_train(epochs=epochs, warm_start=active is not None, folds=1, city=data.city,
                             overrides=overrides)
-    candidate_metric = gate_metric(candidate, city=city)
-    active_metric = gate_metric(active, city=city) if active is not None else float("nan")
+    candidate_metric = gate_metric(candidate, data=data)
+    active_metric = gate_metric(active, data=data) if active is not None else float("nan")
     metric = f"recall@{settings.MODEL_GATE_K}"
     decision = gate(candidate=candidate_metric, active=active_metric, margin=margin, metric=metric)
     candidate.metrics = {**candidate.metrics,
@@ -137,7 +151,7 @@ def model_update_incremental(*, since: dt.datetime | None = None, lr: float | No
     featurizer = PairFeaturizer(city, features)
     u = np.array([p[0] for p in labelled], dtype=np.int64)
     v = np.array([p[1] for p in labelled], dtype=np.int64)
-    pair_features = np.concatenate([featurizer.pair_features(int(a), np.array([b])) for a, b in zip(u, v, strict=True)])
+    pair_features = featurizer.for_pairs(u, v)
     pairs = LabelledPairs(u=u, v=v, pair_features=pair_features, labels=np.array([p[2] for p in labelled], np.float32))
     model = model_version_load(active)
     metrics = finetune_head(model, inputs, pairs, lr=lr or settings.MODEL_INCREMENTAL_LR, epochs=epochs,

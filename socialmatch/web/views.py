@@ -23,7 +23,7 @@ from matching.services.feedback import connection_answer, match_connect, match_p
 from matching.services.nearby import NearbyError, QueryPointMoving, nearby_matches
 from socialmatch.web.forms import AvailabilityFormSet, NearbyFilterForm, ProfileForm, SignUpForm
 from users.models import Availability, Block, Connection, Profile, User
-from users.selectors import connection_between, mutual_friend_count
+from users.selectors import connection_between, display_name, mutual_friend_count
 from users.services import (
     UserActionError,
     availability_replace,
@@ -157,11 +157,6 @@ def people(request: HttpRequest) -> HttpResponse:
     return render(request, "web/people.html", {"form": form, "cards": cards, "result": result, "radius": radius})
 
 
-def _name(user_id: int) -> str:
-    profile = Profile.objects.filter(user_id=user_id).only("display_name").first()
-    return profile.display_name if profile else "this person"
-
-
 def _back(request: HttpRequest, default: str) -> HttpResponse:
     target = request.POST.get("next", "")
     return redirect(target if target.startswith("/") and not target.startswith("//") else reverse(default))
@@ -195,7 +190,7 @@ def connect(request: HttpRequest, user_id: int) -> HttpResponse:
         messages.error(request, str(exc))
     else:
         text = CONNECTED if connection.status == Connection.Status.ACCEPTED else CONNECT_SENT
-        messages.success(request, text.format(name=_name(user_id)))
+        messages.success(request, text.format(name=display_name(user_id)))
     return _back(request, "web:people")
 
 
@@ -207,7 +202,7 @@ def pass_person(request: HttpRequest, user_id: int) -> HttpResponse:
     except UserActionError as exc:
         messages.error(request, str(exc))
     else:
-        messages.info(request, PASSED.format(name=_name(user_id)))
+        messages.info(request, PASSED.format(name=display_name(user_id)))
     return _back(request, "web:people")
 
 
@@ -237,7 +232,7 @@ def connection_reply(request: HttpRequest, connection_id: int) -> HttpResponse:
         messages.error(request, str(exc))
     else:
         if accept:
-            messages.success(request, CONNECTED.format(name=_name(connection.from_user_id)))
+            messages.success(request, CONNECTED.format(name=display_name(connection.from_user_id)))
         else:
             messages.info(request, DECLINED)
     return redirect("web:connections")
@@ -251,7 +246,7 @@ def block(request: HttpRequest, user_id: int) -> HttpResponse:
     except UserActionError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, BLOCKED.format(name=_name(user_id)))
+        messages.success(request, BLOCKED.format(name=display_name(user_id)))
     return _back(request, "web:connections")
 
 
@@ -259,5 +254,5 @@ def block(request: HttpRequest, user_id: int) -> HttpResponse:
 @require_POST
 def unblock(request: HttpRequest, user_id: int) -> HttpResponse:
     if user_unblock(actor=request.user, blocked_id=user_id):
-        messages.success(request, UNBLOCKED.format(name=_name(user_id)))
+        messages.success(request, UNBLOCKED.format(name=display_name(user_id)))
     return redirect("web:connections")

@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.gis.geos import Point
-from django.test import Client
 from django.utils import timezone
 
 from activities.models import Activity
@@ -52,12 +51,6 @@ def person(name: str, dlon: float = 0.0, *, free: bool = True, **profile: object
     profile.setdefault("interests", ["sports"])
     user = make_person(name, PARK_LON + dlon, PARK_LAT, **profile)
     return free_on_saturday_morning(user) if free else user
-
-
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 60.0, interval: float = 0.2) -> None:

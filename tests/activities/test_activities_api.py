@@ -14,14 +14,8 @@ from activities.errors import ActivityPermissionDenied
 from activities.factories import ParticipationFactory
 from activities.models import Activity
 from activities.services import activity_cancel, activity_update
-from tests.activities.helpers import (
-    PARK_LAT,
-    PARK_LON,
-    client_for,
-    new_activity,
-    next_saturday,
-    person,
-)
+from tests.activities.helpers import PARK_LAT, PARK_LON, new_activity, next_saturday, person
+from tests.conftest import client_for
 from users.models import Notification, User
 
 pytestmark = pytest.mark.django_db

@@ -21,8 +21,9 @@ from activities.services import (
 )
 from matching.models import Interaction
 from matching.services.activity_recommendations import activity_recommendations_compute
-from tests.activities.helpers import client_for, new_activity, person
+from tests.activities.helpers import new_activity, person
 from tests.activities.test_participation import _at_once
+from tests.conftest import client_for
 from users.models import Notification, User
 
 pytestmark = pytest.mark.django_db

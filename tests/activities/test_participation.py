@@ -12,7 +12,8 @@ from activities.errors import ActivityConflict, ActivityFull, ActivityPermission
 from activities.models import Participation, WaitlistEntry
 from activities.services import participation_join, participation_leave, waitlist_join
 from matching.models import Interaction
-from tests.activities.helpers import client_for, new_activity, person
+from tests.activities.helpers import new_activity, person
+from tests.conftest import client_for
 from users.factories import BlockFactory, UserFactory
 from users.models import Notification, User
 

@@ -28,12 +28,12 @@ from matching.serving import store
 from tests.activities.helpers import (
     PARK_LAT,
     PARK_LON,
-    client_for,
     new_activity,
     next_saturday,
     person,
     wait_for,
 )
+from tests.conftest import client_for
 from users.factories import AvailabilityFactory, BlockFactory, UserFactory
 from users.models import Profile, User
 

@@ -56,3 +56,14 @@ def phone(browser: object, live_server: object) -> Iterator[object]:
 def shot(page: object, name: str, *, full_page: bool = True) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)  # type: ignore[attr-defined]
+
+
+def log_in(page: object, username: str, password: str) -> None:
+    """Through the site's login form, as a person would."""
+    from playwright.sync_api import expect
+
+    page.goto("/accounts/login/")  # type: ignore[attr-defined]
+    page.get_by_label("Username").fill(username)  # type: ignore[attr-defined]
+    page.get_by_label("Password").fill(password)  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Log in").click()  # type: ignore[attr-defined]
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()  # type: ignore[attr-defined]

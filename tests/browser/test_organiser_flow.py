@@ -11,20 +11,12 @@ from playwright.sync_api import expect
 
 from activities.models import Activity, Invitation, Participation
 from tests.activities.helpers import next_saturday, person
-from tests.browser.conftest import shot
+from tests.browser.conftest import log_in, shot
 from users.models import Notification, User
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser, pytest.mark.worker]
 
 PASSWORD = "a-long-pass-2026"
-
-
-def log_in(page, username: str) -> None:  # type: ignore[no-untyped-def]
-    page.goto("/accounts/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    expect(page.get_by_role("button", name="Log out")).to_be_visible()
 
 
 def test_organiser_invites_recommended_people_and_one_accepts(page, celery_worker_process) -> None:  # type: ignore[no-untyped-def]
@@ -37,7 +29,7 @@ def test_organiser_invites_recommended_people_and_one_accepts(page, celery_worke
         user.set_password(PASSWORD)
         user.save()
 
-    log_in(page, "olivia")
+    log_in(page, "olivia", PASSWORD)
     page.get_by_role("link", name="Activities").first.click()
     page.get_by_role("link", name="Organise an activity").click()
     starts = next_saturday()  # pages show and read times in the city's zone, as availability is
@@ -69,7 +61,7 @@ def test_organiser_invites_recommended_people_and_one_accepts(page, celery_worke
     shot(page, "22-organiser-invited")
 
     page.get_by_role("button", name="Log out").click()
-    log_in(page, "kim")
+    log_in(page, "kim", PASSWORD)
     expect(page.get_by_role("link", name=re.compile(r"Invitations"))).to_contain_text("1")  # unread badge
     page.get_by_role("link", name=re.compile(r"Invitations")).click()
     expect(page.locator("li.invitation")).to_contain_text("Saturday doubles")

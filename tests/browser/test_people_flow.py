@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from matching.models import Interaction
-from tests.browser.conftest import shot
+from tests.browser.conftest import log_in, shot
 from tests.conftest import make_person
 from users.models import Availability, Connection, Profile, User
 
@@ -78,10 +78,7 @@ def test_sign_up_onboard_and_connect_with_a_like_minded_neighbour(page, phone) -
 
 def test_bad_coordinates_are_refused_with_a_message(page) -> None:  # type: ignore[no-untyped-def]
     User.objects.create_user("erin", password="a-long-pass-2026")
-    page.goto("/accounts/login/")
-    page.get_by_label("Username").fill("erin")
-    page.get_by_label("Password").fill("a-long-pass-2026")
-    page.get_by_role("button", name="Log in").click()
+    log_in(page, "erin", "a-long-pass-2026")
     expect(page).to_have_url(re.compile(r"/me/profile/$"))
     page.get_by_label("Name shown to others").fill("Erin")
     page.get_by_label("Latitude").fill("95")

@@ -13,6 +13,7 @@ from django.test import Client
 from matching.models import Audience
 from matching.services.audiences import audience_build
 from matching.serving import store
+from tests.conftest import client_for
 from tests.matching.test_refresh import served_city
 from users.models import User
 
@@ -26,17 +27,11 @@ def media(tmp_path: Path, settings: object) -> None:
     store.reset()
 
 
-def staff_client(staff: User) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
-
-
 def test_audience_end_to_end_ranks_the_seeds_group_first(staff: User) -> None:
     served_city()
     people = list(User.objects.filter(profile__isnull=False).order_by("pk").values_list("pk", flat=True))
     group_a, group_b = people[:8], people[8:16]
-    client = staff_client(staff)
+    client = client_for(staff)
     response = client.post("/api/v1/audiences/", {"seed_user_ids": group_a[:4], "target_size": 6, "name": "A"},
                            content_type="application/json")
     assert response.status_code == 201, response.json()
@@ -74,13 +69,13 @@ def test_audience_without_embeddings_fails_with_a_clear_error(staff: User, alice
     ],
 )
 def test_bad_audience_input_is_a_400_and_creates_nothing(staff: User, body: dict[str, object]) -> None:
-    response = staff_client(staff).post("/api/v1/audiences/", body, content_type="application/json")
+    response = client_for(staff).post("/api/v1/audiences/", body, content_type="application/json")
     assert response.status_code == 400
     assert not Audience.objects.exists()
 
 
 def test_unknown_seed_ids_are_named(staff: User) -> None:
-    response = staff_client(staff).post("/api/v1/audiences/", {"seed_user_ids": [987654321], "target_size": 5},
+    response = client_for(staff).post("/api/v1/audiences/", {"seed_user_ids": [987654321], "target_size": 5},
                                         content_type="application/json")
     assert response.status_code == 400 and "987654321" in response.json()["seed_user_ids"][0]
     assert not Audience.objects.exists()
@@ -103,7 +98,7 @@ def test_a_filter_of_interests_area_and_activity_picks_the_seeds(staff: User) ->
 
     from activities.factories import VenueFactory
     from matching.models import Interaction
-    from tests.conftest import make_person
+    from tests.conftest import client_for, make_person
 
     near_music = make_person("near_music", -79.99, 40.44, interests=["music", "art"])
     make_person("near_sports", -79.99, 40.44, interests=["sports"])
@@ -117,12 +112,12 @@ def test_a_filter_of_interests_area_and_activity_picks_the_seeds(staff: User) ->
                                occurred_at=timezone.now())
     area = {"lon": -79.99, "lat": 40.44, "radius_km": 5}
     body = {"target_size": 5, "filter": {"interests": ["music"], "area": area}}
-    created = staff_client(staff).post("/api/v1/audiences/", body, content_type="application/json")
+    created = client_for(staff).post("/api/v1/audiences/", body, content_type="application/json")
     assert created.status_code == 201, created.json()
     audience = Audience.objects.get(pk=created.json()["id"])
     assert audience.seed_user_ids == sorted([near_music.pk, idle_music.pk])
     body["filter"]["min_activity"] = 2
-    created = staff_client(staff).post("/api/v1/audiences/", body, content_type="application/json")
+    created = client_for(staff).post("/api/v1/audiences/", body, content_type="application/json")
     assert created.status_code == 201 and created.json()["seeds"] == 1
     assert Audience.objects.get(pk=created.json()["id"]).seed_user_ids == [near_music.pk]
 
@@ -148,7 +143,7 @@ def test_bad_filters_are_a_400_and_create_nothing(
     from tests.conftest import make_person
 
     make_person("music_fan", -79.99, 40.44, interests=["music"])
-    response = staff_client(staff).post("/api/v1/audiences/", body, content_type="application/json")
+    response = client_for(staff).post("/api/v1/audiences/", body, content_type="application/json")
     assert response.status_code == 400, response.json()
     assert field in response.json()
     assert not Audience.objects.exists()

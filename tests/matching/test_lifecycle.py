@@ -174,7 +174,7 @@ def test_finetune_with_last_tower_layers_moves_those_and_nothing_else() -> None:
     inputs = UserInputs.build(city, features, model.config)
     u, v = np.array([0, 1, 2, 3]), np.array([1, 2, 13, 14])
     featurizer = PairFeaturizer(city, features)
-    pf = np.concatenate([featurizer.pair_features(int(a), np.array([b])) for a, b in zip(u, v, strict=True)])
+    pf = featurizer.for_pairs(u, v)
     before = {k: p.clone() for k, p in model.named_parameters()}
     finetune_head(model, inputs, LabelledPairs(u, v, pf, np.array([1, 1, 0, 0], np.float32)), lr=1e-2,
                   last_tower_layers=True)

@@ -19,7 +19,7 @@ from matching.services.nearby import (
     query_point_check,
 )
 from matching.serving import SERVING_SET_KEY, store
-from tests.conftest import make_person
+from tests.conftest import client_for, make_person
 from users.factories import BlockFactory, ConnectionFactory
 from users.models import Profile, User
 
@@ -40,12 +40,6 @@ def no_published_model() -> None:
 @pytest.fixture
 def me() -> User:
     return make_person("me", LON, LAT, interests=["sports", "music", "reading"], birth_year=1990)
-
-
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_like_minded_neighbour_outranks_the_stranger_next_door(me: User) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from django.core.cache import cache
-from django.test import Client
 
 from matching.serving import SERVING_SET_KEY, store
+from tests.conftest import client_for
 from users.models import User
 
 pytestmark = pytest.mark.django_db
@@ -16,12 +16,6 @@ pytestmark = pytest.mark.django_db
 def no_published_model() -> None:
     cache.delete(SERVING_SET_KEY)
     store.reset()
-
-
-def client_for(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def test_the_seed_user_may_ask_and_rules_answer_without_a_model(alice: User, bob: User) -> None:

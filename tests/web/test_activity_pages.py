@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from django.contrib.messages import get_messages
 from django.urls import reverse
 from django.utils import timezone
 
@@ -13,13 +12,10 @@ from activities import errors
 from activities.factories import ActivityFactory, ParticipationFactory
 from activities.models import Activity, Invitation, Participation, Recommendation, WaitlistEntry
 from socialmatch.web import activities as pages
+from tests.web.helpers import messages_of as _messages
 from users.models import Notification, User
 
 pytestmark = pytest.mark.django_db
-
-
-def _messages(response) -> list[str]:  # type: ignore[no-untyped-def]
-    return [str(m) for m in get_messages(response.wsgi_request)]
 
 
 def _form(**overrides: object) -> dict[str, object]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.messages import get_messages
 from django.core import mail
 from django.urls import reverse
 
@@ -13,14 +12,11 @@ from matching.models import Interaction
 from socialmatch.web import views
 from socialmatch.web.forms import LOCATION_HALF
 from tests.conftest import make_person
+from tests.web.helpers import messages_of as _messages
 from users.models import Availability, Block, Connection, Profile, User
 from users.services import CONNECT_PENDING, CONNECTION_NOT_YOURS
 
 pytestmark = pytest.mark.django_db
-
-
-def _messages(response) -> list[str]:  # type: ignore[no-untyped-def]
-    return [str(m) for m in get_messages(response.wsgi_request)]
 
 
 def _profile_post(**overrides: object) -> dict[str, object]:

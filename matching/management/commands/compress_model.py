@@ -93,7 +93,7 @@ class Command(BaseCommand):
         from matching.feature_store import load_city
         from matching.ml.features import user_features
         from matching.ml.inputs import UserInputs
-        from matching.ml.lifecycle import LabelledPairs, distill, distill_head, student_from
+        from matching.ml.lifecycle import distill_student
         from matching.ml.model import ModelConfig
         from matching.ml.pairs import PairFeaturizer
         from matching.models import ModelVersion
@@ -112,16 +112,8 @@ class Command(BaseCommand):
         city = training_city(load_city())[0]
         features = user_features(city, timezone.now().timestamp())
         inputs = UserInputs.build(city, features, ModelConfig.from_dict(active.config["model"]))
-        positives = positive_pairs(city)
-        student = student_from(teacher)
-        distill(teacher, student, inputs, positives, epochs=options["student_epochs"], seed=options["seed"])
-        rng = np.random.default_rng(options["seed"])
-        negatives = np.column_stack([positives[:, 0], rng.integers(0, inputs.n_users, len(positives))])
-        u, v = np.r_[positives[:, 0], negatives[:, 0]], np.r_[positives[:, 1], negatives[:, 1]]
-        featurizer = PairFeaturizer(city, features)
-        pf = np.concatenate([featurizer.pair_features(int(a), np.array([b])) for a, b in zip(u, v, strict=True)])
-        distill_head(teacher, student, inputs, LabelledPairs(u, v, pf, np.zeros(len(u), np.float32)),
-                     epochs=options["student_epochs"], seed=options["seed"])
+        student = distill_student(teacher, inputs, positive_pairs(city), PairFeaturizer(city, features),
+                                  epochs=options["student_epochs"], seed=options["seed"])
         version = model_version_create(
             model=student, config={**active.config, "model": student.config.to_dict(), "distilled_from": active.name},
             metrics={"teacher": active.name}, curves={}, parent=active,

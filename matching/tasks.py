@@ -86,3 +86,12 @@ def activity_recommendations_task(self: object, activity_id: int) -> dict[str, o
     if run is None:
         return None
     return {"activity": run.activity_id, "ranker": run.ranker, "stored": run.stored, "seconds": round(run.seconds, 3)}
+
+
+@shared_task(bind=True, max_retries=0, acks_late=True, ignore_result=True)
+def impressions_flush_task(self: object) -> int:
+    """Write the buffered impressions (scheduled by the first answer into an empty buffer, and
+    every minute by beat)."""
+    from matching.services.impressions import impressions_flush
+
+    return impressions_flush()

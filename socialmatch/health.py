@@ -76,6 +76,13 @@ def check_index() -> dict[str, Any]:
     }
 
 
+def check_impressions() -> dict[str, Any]:
+    """Answers whose impressions wait in the Redis buffer (a growing number: no worker flushes)."""
+    from matching.services.impressions import impressions_pending
+
+    return {"pending": impressions_pending()}
+
+
 CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "database": check_database,
     "postgis": check_postgis,
@@ -83,6 +90,7 @@ CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
     "celery": check_celery,
     "model": check_model,
     "index": check_index,
+    "impressions": check_impressions,
 }
 
 

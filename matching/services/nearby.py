@@ -23,7 +23,8 @@
    and closeness in age. The response says which (``ranker``: "model" or "rules").
 4. Fusion: ``w_distance * distance_score + w_similarity * similarity`` (0.6 and 0.4 by default,
    seed 000 section 5.1), with ``distance_score = 1 - distance / radius``.
-5. Every returned person is logged as an impression with position, surface and model version.
+5. Every returned person is logged as an impression with position, surface and model version
+   (buffered in Redis and written in batches: ``matching.services.impressions``).
 
 A person who moves their query point around quickly (a new place far away within seconds, or
 many places within a minute) is refused with ``QueryPointMoving`` (HTTP 429): distance buckets
@@ -41,7 +42,7 @@ import numpy as np
 import psycopg
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from matching.ml.features import log_cap
@@ -53,8 +54,8 @@ from matching.ml.pairs import (
     adamic_adar_weights,
     haversine_km,
 )
-from matching.models import Interaction
 from matching.services.experiments import serving_arm
+from matching.services.impressions import impressions_record
 from matching.serving import ServingSet, store
 from users.models import Profile, User
 
@@ -339,22 +340,9 @@ def _freshness(ids: np.ndarray, pool: np.ndarray) -> np.ndarray:
 
 
 def _impressions_log(user: User, matches: list[Match], version: str, variant: str = "") -> None:
-    """One INSERT, committed without waiting for the WAL flush: an impression log may lose its
-    last few rows in a server crash, and the wait was a fixed 3 to 5 ms of every request."""
-    if not matches:
-        return
-    now = timezone.now()
-    outermost = not connection.in_atomic_block  # inside a caller's transaction, leave it alone
-    with transaction.atomic(savepoint=False):
-        if outermost:
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        Interaction.objects.bulk_create([
-            Interaction(actor=user, kind=Interaction.Kind.IMPRESSION, target_user_id=m.user_id,
-                        position=position, surface="nearby", model_version=version, variant=variant,
-                        occurred_at=now)
-            for position, m in enumerate(matches)
-        ])
+    """Buffered (``matching.services.impressions``): the answer does not wait for the database."""
+    impressions_record(actor_id=user.pk, targets=[m.user_id for m in matches], surface="nearby",
+                       model_version=version, variant=variant)
 
 
 # ----------------------------------------------------------------------------------------------

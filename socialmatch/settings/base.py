@@ -177,6 +177,9 @@ MATCHING_CONDITIONS_PROVIDER = env_str("MATCHING_CONDITIONS_PROVIDER", "matching
 # The fusion of distance, similarity and the other objectives is a RankingConfig (admin); the
 # default, stored by a migration, is seed 000 section 5.1's 0.6 distance + 0.4 similarity.
 NEARBY_GRID_METRES = env_int("NEARBY_GRID_METRES", 100, minimum=100)
+# Seconds between an answer's impressions entering the Redis buffer and being written (under a
+# running worker; matching.services.impressions).
+IMPRESSIONS_FLUSH_SECONDS = env_float("IMPRESSIONS_FLUSH_SECONDS", 2.0)
 # Someone a person passed on is left out of their nearby list for this many days.
 NEARBY_PASS_DAYS = env_int("NEARBY_PASS_DAYS", 30, minimum=0)
 # A person's own nearby searches whose query point moves too fast or too widely are refused
@@ -220,6 +223,12 @@ except (ZoneInfoNotFoundError, ValueError):
 # expire when their activity starts, swept every minute; the model retrains nightly behind the
 # evaluation gate and its ranking head is updated hourly.
 CELERY_BEAT_SCHEDULE = {
+    # Normally the first answer into an empty buffer schedules the flush; this sweep catches a
+    # lost task (matching.services.impressions).
+    "matching-impressions-sweep": {
+        "task": "matching.tasks.impressions_flush_task",
+        "schedule": 60.0,
+    },
     "activities-expire-invitations": {
         "task": "activities.tasks.invitations_expire_task",
         "schedule": 60.0,

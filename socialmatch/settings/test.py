@@ -19,3 +19,6 @@ CACHES["default"]["KEY_PREFIX"] = env_str("CACHE_KEY_PREFIX", "socialmatch-test"
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
 CELERY_RESULT_BACKEND = CELERY_BROKER_URL
 MEDIA_ROOT = BASE_DIR / "var" / "test-media"
+# A test flushes the impression buffer itself; a worker started by another test (the flush
+# task goes to its queue) must not take a test's entries first, so scheduled flushes wait.
+IMPRESSIONS_FLUSH_SECONDS = 60.0

@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from matching.models import Interaction
+from matching.services.impressions import impressions_flush
 from tests.browser.conftest import log_in, shot
 from tests.conftest import make_person
 from users.models import Availability, Connection, Profile, User
@@ -65,6 +66,7 @@ def test_sign_up_onboard_and_connect_with_a_like_minded_neighbour(page, phone) -
     assert Availability.objects.filter(user=dana, weekday=5).exists()
     assert Connection.objects.filter(from_user=dana, to_user__username="maya", status="pending").exists()
     assert Interaction.objects.filter(actor=dana, kind="connect_request", target_user__username="maya").exists()
+    impressions_flush()  # the worker writes them within seconds; this does it now
     assert Interaction.objects.filter(actor=dana, kind="impression", surface="nearby").count() >= 2
 
     # The same list on a phone-sized screen: one column, buttons large enough to tap.

@@ -12,6 +12,7 @@ from django.core.cache import cache
 from django.test import Client
 
 from matching.models import Interaction
+from matching.services.impressions import impressions_flush
 from matching.services.nearby import (
     MOVING_TOO_FAST,
     QueryPointMoving,
@@ -105,6 +106,7 @@ def test_impressions_are_logged_with_positions(me: User) -> None:
     a = make_person("a", LON + 0.001, LAT)
     b = make_person("b", LON + 0.004, LAT)
     client_for(me).get(URL)
+    assert impressions_flush() == 2  # buffered in Redis, written in batches
     logged = list(Interaction.objects.filter(actor=me, kind="impression").order_by("position").values_list("target_user_id", "position", "surface"))
     assert logged == [(a.pk, 0, "nearby"), (b.pk, 1, "nearby")]
 

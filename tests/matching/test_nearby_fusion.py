@@ -11,6 +11,7 @@ from django.utils import timezone
 from matching.models import Experiment, Interaction, RankingConfig
 from matching.services.experiments import experiment_arm, experiment_start, ranking_config_create
 from matching.services.feedback import match_pass
+from matching.services.impressions import impressions_flush
 from matching.services.nearby import nearby_matches
 from tests.conftest import make_person
 from users.models import User
@@ -56,6 +57,7 @@ def test_an_experiment_arm_ranks_by_its_configuration_and_logs_its_variant(alice
     assert experiment_arm(experiment_id=experiment.pk, experiment_name=experiment.name, share_b=1.0,
                           user_id=alice.pk) == "b"
     assert order(alice)[:2] == ["Twin", "Stranger"]
+    impressions_flush()
     variants = set(Interaction.objects.filter(actor=alice, kind="impression").values_list("variant", flat=True))
     assert variants == {f"e{experiment.pk}:b"}
 

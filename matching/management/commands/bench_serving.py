@@ -30,6 +30,7 @@ Runs on whatever database ``DATABASE_URL`` names (a throwaway one: see docs/BENC
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import multiprocessing
@@ -42,6 +43,7 @@ import sys
 import threading
 import time
 from argparse import ArgumentParser
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -241,22 +243,8 @@ class Command(BaseCommand):
     def _reembed(self, version: Any, report: dict[str, Any]) -> None:
         from matching.models import EmbeddingSet
         from matching.services.embeddings import embeddings_rebuild_start
-        from socialmatch.celery import app
 
-        queue = f"bench-{os.getpid()}"
-        app.conf.task_default_queue = queue
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "socialmatch", "worker", "-c", "2", "-Q", queue,
-             "--loglevel=WARNING", "--without-gossip", "--without-mingle", "-n", f"{queue}@%h"],
-            env={**os.environ, "CELERY_TASK_DEFAULT_QUEUE": queue},
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 120
-            name = f"{queue}@{socket.gethostname()}"
-            while not app.control.ping(timeout=1.0, destination=[name]):
-                if worker.poll() is not None or time.monotonic() > deadline:
-                    raise CommandError("the Celery worker did not start")
+        with _celery_worker(concurrency=2) as (worker, _):
             started = time.perf_counter()
             embedding_set = embeddings_rebuild_start(version=version)
             queued = time.perf_counter()
@@ -268,9 +256,6 @@ class Command(BaseCommand):
                     raise CommandError("the Celery worker died during the rebuild")
                 time.sleep(0.25)
             finished = time.perf_counter()
-        finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
         if embedding_set.status != EmbeddingSet.Status.READY:
             raise CommandError(f"embedding set {embedding_set.pk} failed: {embedding_set.error}")
         report["reembed_seconds"] = round(finished - started, 1)
@@ -350,10 +335,36 @@ class Command(BaseCommand):
 
     # 6. ------------------------------------------------------------------------------------
     def _http(self, embedding_set: Any, options: dict[str, Any], report: dict[str, Any]) -> None:
+        from matching.models import Interaction
+        from matching.services.impressions import impressions_flush, impressions_pending
+
         cookies = _sessions(options["sessions"])
+        impressions_flush()
+        impressions_before = Interaction.objects.filter(kind="impression").count()
+        # A worker writes the impressions the answers buffer, as in production: its CPU time
+        # is part of serving and shares the cores with the web server.
+        with _celery_worker(concurrency=1) as (_, queue):
+            results = self._http_phases(options, cookies, report, queue)
+            time.sleep(settings.IMPRESSIONS_FLUSH_SECONDS + 1.0)  # the last answers' flush
+            report["impressions_pending_after"] = impressions_pending()
+        report["impressions_written"] = Interaction.objects.filter(kind="impression").count() - impressions_before
+        warm, unloaded, open_loop, closed_loop = results
+        report["nearby_p50_ms"] = open_loop["p50_ms"]
+        report["nearby_p99_ms"] = open_loop["p99_ms"]
+        report["nearby_rps"] = closed_loop["rps"]
+        report["http"] = {
+            "warm_up": warm, "one_at_a_time": unloaded, "open_loop": open_loop,
+            "closed_loop": closed_loop,
+            "web_workers": options["web_workers"], "web_threads": options["web_threads"],
+            "sessions": len(cookies),
+        }
+
+    def _http_phases(
+        self, options: dict[str, Any], cookies: list[str], report: dict[str, Any], queue: str,
+    ) -> list[dict[str, Any]]:
         port = options["port"]
         env = {
-            **os.environ, "DEBUG": "false", "OMP_NUM_THREADS": "1",
+            **os.environ, "DEBUG": "false", "OMP_NUM_THREADS": "1", "CELERY_TASK_DEFAULT_QUEUE": queue,
             # The per-user throttle stays on the path (it costs a Redis round trip per request),
             # with a rate the load generator's few hundred people never reach.
             "NEARBY_THROTTLE": "100000/min",
@@ -388,16 +399,33 @@ class Command(BaseCommand):
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
-        warm, unloaded, open_loop, closed_loop = results
-        report["nearby_p50_ms"] = open_loop["p50_ms"]
-        report["nearby_p99_ms"] = open_loop["p99_ms"]
-        report["nearby_rps"] = closed_loop["rps"]
-        report["http"] = {
-            "warm_up": warm, "one_at_a_time": unloaded, "open_loop": open_loop,
-            "closed_loop": closed_loop,
-            "web_workers": options["web_workers"], "web_threads": options["web_threads"],
-            "sessions": len(cookies),
-        }
+        return results
+
+
+@contextlib.contextmanager
+def _celery_worker(*, concurrency: int) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A ``celery worker -c concurrency`` and its queue, this run's own: tasks sent from this
+    process (and from children given ``CELERY_TASK_DEFAULT_QUEUE``) go there; stopped on exit."""
+    from socialmatch.celery import app
+
+    queue = f"bench-{os.getpid()}"
+    app.conf.task_default_queue = queue
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "socialmatch", "worker", "-c", str(concurrency), "-Q", queue,
+         "--loglevel=WARNING", "--without-gossip", "--without-mingle", "-n", f"{queue}@%h"],
+        env={**os.environ, "CELERY_TASK_DEFAULT_QUEUE": queue},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        name = f"{queue}@{socket.gethostname()}"
+        while not app.control.ping(timeout=1.0, destination=[name]):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise CommandError("the Celery worker did not start")
+        yield worker, queue
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
 
 
 def _import_model(described: dict[str, Any]) -> Any:

@@ -27,10 +27,12 @@ from django.conf import settings
 from django.core.cache import cache
 
 from matching.ml.index import load_index
+from matching.ml.person_rows import PersonRows
 from matching.models import EmbeddingSet, ModelVersion
 
 logger = logging.getLogger(__name__)
 CHECK_SECONDS = 2.0
+PERSON_ROWS_DIR = "person_rows"  # a set's ``PersonRows`` (absent in sets built before them)
 # Redis key naming the embedding set web processes should serve ("<set id>:<version>:<time>").
 SERVING_SET_KEY = "matching:serving-embedding-set"
 
@@ -53,6 +55,9 @@ class ServingSet:
     pref: np.ndarray | None = None
     venue_ids: np.ndarray | None = None  # (m,) sorted venue ids
     venue_visitors: np.ndarray | None = None  # (m,) distinct visitors of each venue, whole city
+    # What each person did (venues, activities, availability, pinged spots), rows of ``ids``,
+    # as of the set's build; None for a set built without them.
+    person_rows: PersonRows | None = None
     # Embeddings refreshed since the set was built (profile changes, new people): user id ->
     # (seed, target, preference or None). Consulted before the arrays; applied to the index as
     # they arrive.
@@ -261,6 +266,7 @@ def serving_set_load(embedding_set: EmbeddingSet) -> ServingSet:
         index=load_index(directory / "index.faiss"),
         pref=optional("pref.npy"), venue_ids=optional("venue_ids.npy"),
         venue_visitors=optional("venue_visitors.npy"),
+        person_rows=PersonRows.load(directory / PERSON_ROWS_DIR),
     )
 
 

@@ -5,8 +5,9 @@
    ``CHUNK_USERS`` users (a Celery chord), so more workers finish sooner.
 2. ``embeddings_chunk`` memory-maps the inputs, runs both towers on its rows and saves them.
    Next to them it saves what serving reads instead of querying per request: everyone's unit
-   preference vector (``pref.npy``) and each venue's visitors in the whole city
-   (``venue_ids.npy``, ``venue_visitors.npy``).
+   preference vector (``pref.npy``), each venue's visitors in the whole city
+   (``venue_ids.npy``, ``venue_visitors.npy``) and each person's venues, activities,
+   availability and pinged spots (``person_rows/``, ``matching.ml.person_rows``).
 3. ``embeddings_finish`` (the chord's callback) joins the chunks, builds the FAISS index over the
    target embeddings, saves everything atomically and publishes the set in Redis, where web
    processes notice it without a restart.
@@ -32,10 +33,17 @@ from matching.ml.features import SCHEMA, user_features
 from matching.ml.index import build_index, save_array, save_index
 from matching.ml.inputs import UserInputs
 from matching.ml.model import ModelConfig
+from matching.ml.person_rows import PersonRows
 from matching.ml.train import embed_users
 from matching.models import EmbeddingSet, ModelVersion
 from matching.services.registry import model_version_load
-from matching.serving import SERVING_SET_KEY, embedding_key, refresh_log_key, set_dir
+from matching.serving import (
+    PERSON_ROWS_DIR,
+    SERVING_SET_KEY,
+    embedding_key,
+    refresh_log_key,
+    set_dir,
+)
 
 CHUNK_USERS = 50_000
 
@@ -98,6 +106,7 @@ def embeddings_rebuild_start(*, version: ModelVersion) -> EmbeddingSet:
         save_array(preference_vectors(features), directory / "pref.npy")
         save_array(city.venue_ids.astype(np.int64), directory / "venue_ids.npy")
         save_array(venue_visitor_counts(city), directory / "venue_visitors.npy")
+        PersonRows.from_city(city).save(directory / PERSON_ROWS_DIR, save_array)
         header = [embeddings_chunk_task.si(embedding_set.pk, start, end) for start, end in ranges]
         transaction.on_commit(lambda: chord(header)(embeddings_finish_task.si(embedding_set.pk)))
     return embedding_set

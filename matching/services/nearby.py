@@ -54,6 +54,7 @@ from matching.ml.pairs import (
     adamic_adar_weights,
     haversine_km,
 )
+from matching.ml.person_rows import PersonRows, spot_keys, spot_unpack
 from matching.services.experiments import serving_arm
 from matching.services.impressions import impressions_record
 from matching.serving import ServingSet, store
@@ -259,7 +260,7 @@ def nearby_matches(
                 # A cascade: the head re-ranks the best by distance and cosine only.
                 first = fuse({"distance": distance_score, "similarity": similarity}, arm.objectives)
                 pool = np.lexsort((ids, -first))[:max(RERANK_POOL, RERANK_PER_RESULT * limit)]
-                context = pair_context_load(me=user.pk, candidates=ids[pool])
+                context = pair_context_load(me=user.pk, candidates=ids[pool], serving=serving)
                 pairs = pair_features_served(
                     context, serving, distance_km=distance_km[pool], my_birth_year=my_year,
                     birth_years=years[pool],
@@ -415,7 +416,7 @@ friend_edges AS (
 ),
 visits AS (
     SELECT DISTINCT actor_id AS u, target_venue_id AS v FROM matching_interaction
-    WHERE actor_id = ANY(%(ids)s) AND kind = 'visit' AND target_venue_id IS NOT NULL
+    WHERE actor_id = ANY(%(live)s) AND kind = 'visit' AND target_venue_id IS NOT NULL
 ),
 my_spots AS (
     SELECT DISTINCT floor(extract(epoch FROM recorded_at) / 86400)::int8 AS day,
@@ -430,11 +431,11 @@ UNION ALL SELECT 2, u, v, 0, 0 FROM visits
 WHERE u = %(me)s OR v IN (SELECT v FROM visits WHERE u = %(me)s)
 UNION ALL SELECT 6, u, count(*), 0, 0 FROM visits GROUP BY u
 UNION ALL
-SELECT 3, user_id, activity_id, 0, 0 FROM activities_participation WHERE user_id = ANY(%(ids)s)
+SELECT 3, user_id, activity_id, 0, 0 FROM activities_participation WHERE user_id = ANY(%(live)s)
 UNION ALL
 SELECT 4, a.user_id, a.weekday, extract(epoch FROM a.start_time)::float8 / 60,
        extract(epoch FROM a.end_time)::float8 / 60
-FROM users_availability a WHERE a.user_id = ANY(%(ids)s) AND (a.user_id = %(me)s OR EXISTS (
+FROM users_availability a WHERE a.user_id = ANY(%(live)s) AND (a.user_id = %(me)s OR EXISTS (
     SELECT 1 FROM users_availability m WHERE m.user_id = %(me)s AND m.weekday = a.weekday
       AND m.start_time < a.end_time AND a.start_time < m.end_time))
 UNION ALL
@@ -442,7 +443,7 @@ SELECT 5, p.user_id, s.day, ST_X(p.point::geometry), ST_Y(p.point::geometry)
 FROM users_locationping p JOIN my_spots s
   ON s.day = floor(extract(epoch FROM p.recorded_at) / 86400)::int8
  AND s.x = round(ST_X(p.point::geometry) * 1e4) AND s.y = round(ST_Y(p.point::geometry) * 1e4)
-WHERE p.user_id = ANY(%(ids)s)
+WHERE p.user_id = ANY(%(live)s)
 """
 
 
@@ -495,22 +496,63 @@ class PairContext:
         return out
 
 
-def pair_context_load(*, me: int, candidates: np.ndarray) -> PairContext:
-    """One statement: every row the pair features of ``me`` against ``candidates`` read."""
+def pair_context_load(*, me: int, candidates: np.ndarray, serving: ServingSet | None = None) -> PairContext:
+    """Every row the pair features of ``me`` against ``candidates`` read: one statement, plus
+    the served set's ``PersonRows`` when it has them.
+
+    Friendships always come from the database. Venues, activities, availability and pinged
+    spots come from the database for the asker, for people the set does not hold and for people
+    refreshed since it was built (a profile, availability or friendship change); everyone
+    else's come from the set, as of its build (at most a day old under the nightly rebuild).
+    """
     candidates = np.asarray(candidates, dtype=np.int64)
-    rows = _fetch_prepared(_CONTEXT_SQL, {"me": me, "ids": [me, *candidates.tolist()]})
+    person_rows = serving.person_rows if serving is not None else None
+    from_set = np.zeros(len(candidates), dtype=bool)
+    set_rows = np.zeros(0, dtype=np.int64)
+    if person_rows is not None:
+        set_rows, from_set = serving.rows(candidates)
+        if serving.overlay:
+            from_set &= np.array([int(c) not in serving.overlay for c in candidates.tolist()], dtype=bool)
+        set_rows = set_rows[from_set]
+    live = [me, *candidates[~from_set].tolist()]
+    rows = _fetch_prepared(_CONTEXT_SQL, {"me": me, "ids": [me, *candidates.tolist()], "live": live})
     table = np.array(rows, dtype=np.float64).reshape(-1, 5)
     kind = table[:, 0].astype(np.int64)
 
     def ints(k: int) -> np.ndarray:
         return table[kind == k, 1:3].astype(np.int64)
 
-    return PairContext(
+    context = PairContext(
         me=me, candidates=candidates, edges=np.unique(ints(0), axis=0), degrees=ints(7),
         friend_edges=ints(1),
         visits=ints(2), venue_counts=ints(6), joins=ints(3), availability=table[kind == 4, 1:5],
         pings=table[kind == 5, 1:5],
     )
+    if len(set_rows):
+        _add_set_rows(context, person_rows, candidates[from_set], set_rows)
+    return context
+
+
+def _add_set_rows(context: PairContext, rows: PersonRows, users: np.ndarray, set_rows: np.ndarray) -> None:
+    """Append the set's rows of ``users`` (at ``set_rows``) to ``context``, in the shapes the
+    statement gives: only visits of the asker's venues, only pings in the asker's spots."""
+    me = context.me
+    owner, venues = rows.visits_of(set_rows)
+    mine = np.unique(context.visits[context.visits[:, 0] == me, 1])
+    hit = np.isin(venues, mine)
+    counts = np.column_stack([users, rows.visit_indptr[set_rows + 1] - rows.visit_indptr[set_rows]])
+    owner_j, activities = rows.joins_of(set_rows)
+    owner_a, slots = rows.availability_of(set_rows)
+    owner_p, keys = rows.pings_of(set_rows)
+    my_pings = context.pings[context.pings[:, 0] == me]
+    my_keys = spot_keys(my_pings[:, 1], my_pings[:, 2], my_pings[:, 3])
+    near = np.isin(keys, my_keys)
+    day, lon, lat = spot_unpack(keys[near])
+    context.visits = np.concatenate([context.visits, np.column_stack([users[owner[hit]], venues[hit]])])
+    context.venue_counts = np.concatenate([context.venue_counts, counts[counts[:, 1] > 0]])
+    context.joins = np.concatenate([context.joins, np.column_stack([users[owner_j], activities])])
+    context.availability = np.concatenate([context.availability, np.column_stack([users[owner_a], slots])])
+    context.pings = np.concatenate([context.pings, np.column_stack([users[owner_p[near]], day, lon, lat])])
 
 
 def _shared_with_me(users: np.ndarray, items: np.ndarray, me: int, pos: np.ndarray, k: int,
@@ -676,7 +718,7 @@ def rank_speed(*, candidates: int = 1000, repeat: int = 20) -> dict[str, float]:
     seed = serving.vectors(np.array([me]), "seed")[0][0]
     targets = serving.vectors(ids, "target")[0]
     started = time.perf_counter()
-    context = pair_context_load(me=me, candidates=ids)
+    context = pair_context_load(me=me, candidates=ids, serving=serving)
     load_ms = (time.perf_counter() - started) * 1000
 
     def vectorised() -> np.ndarray:

@@ -79,9 +79,16 @@ def test_pair_features_from_one_statement_equal_the_whole_city_featurizer() -> N
     )
     years = np.array([float(p.profile.birth_year) for p in people[1:]])
     served = pair_features_served(
+        pair_context_load(me=me.pk, candidates=others, serving=serving), serving,
+        distance_km=np.zeros(len(others)), my_birth_year=me.profile.birth_year, birth_years=years,
+    )
+    # The set's per-person rows give exactly what the statement alone reads.
+    assert serving.person_rows is not None
+    all_from_the_database = pair_features_served(
         pair_context_load(me=me.pk, candidates=others), serving,
         distance_km=np.zeros(len(others)), my_birth_year=me.profile.birth_year, birth_years=years,
     )
+    np.testing.assert_array_equal(served, all_from_the_database)
     # Distances come from snapped positions and co-location counts visitors among the loaded
     # people (see pair_features_served); every other column is the whole-city value.
     differ = ("distance_km", "distance_score", "co_located")
@@ -95,6 +102,33 @@ def test_pair_features_from_one_statement_equal_the_whole_city_featurizer() -> N
     assert reference[:, PAIR_NAMES.index("paths3")].any()
     co_located = PAIR_NAMES.index("co_located")
     assert np.array_equal(served[:, co_located] > 0, reference[:, co_located] > 0)
+
+
+def test_the_set_serves_rows_as_of_its_build_and_people_refreshed_since_are_read_live() -> None:
+    from matching.services.embeddings import user_embedding_refresh
+
+    people = richer_city()
+    served_city_from_existing()
+    serving = store.current()
+    me, other = people[0], people[8]  # no activity in common yet
+    others = np.array([p.pk for p in people[1:]], dtype=np.int64)
+    years = np.array([float(p.profile.birth_year) for p in people[1:]])
+    column, row = PAIR_NAMES.index("co_participation"), int(np.flatnonzero(others == other.pk)[0])
+
+    def features(**options: object) -> np.ndarray:
+        return pair_features_served(
+            pair_context_load(me=me.pk, candidates=others, **options), serving,
+            distance_km=np.zeros(len(others)), my_birth_year=me.profile.birth_year, birth_years=years,
+        )
+
+    activity = ActivityFactory(organiser=me)
+    ParticipationFactory(activity=activity, user=me)
+    ParticipationFactory(activity=activity, user=other)
+    # The asker is always read live; the other's join is newer than the set.
+    assert features()[row, column] > 0 and features(serving=serving)[row, column] == 0
+    assert user_embedding_refresh(user_id=other.pk)
+    serving.apply_refreshes()
+    np.testing.assert_array_equal(features(serving=serving), features())
 
 
 def served_city_from_existing() -> None:

@@ -51,6 +51,7 @@ import numpy as np
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 PREFIX = "bench"
 NEARBY_PATH = "/api/v1/matches/nearby/?radius_km=5&limit=20"
@@ -209,6 +210,13 @@ class Command(BaseCommand):
             started = time.perf_counter()
             call_command("generate_city", users=n, seed=seed, prefix=PREFIX, stdout=self.stdout)
             report["generate_seconds"] = round(time.perf_counter() - started, 1)
+            # What autovacuum does within minutes of a bulk load: the visibility map lets the
+            # nearby statements' covering indexes answer without reading the tables.
+            started = time.perf_counter()
+            with connection.cursor() as cursor:
+                for table in ("users_user", "users_profile", "users_connection", "matching_interaction"):
+                    cursor.execute(f"VACUUM (ANALYZE) {table}")
+            report["vacuum_seconds"] = round(time.perf_counter() - started, 1)
         elif User.objects.filter(username__startswith=PREFIX).count() != n:
             raise CommandError(WRONG_SIZE.format(found=found, wanted=n))
 

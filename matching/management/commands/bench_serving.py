@@ -20,7 +20,10 @@ Runs on whatever database ``DATABASE_URL`` names (a throwaway one: see docs/BENC
 5. Ranking: one asker and their 1,000 nearest candidates; pair features and the ranking head
    in one vectorised pass against a loop that computes one candidate's features and calls the
    model once per pair (the seed's way), both on the same loaded context.
-6. HTTP: gunicorn (``--web-workers`` gthread workers) serving the real project, and a load
+6. HTTP: unless ``--cold``, the tables and indexes a nearby request reads are first loaded into
+   PostgreSQL's shared buffers (``pg_prewarm``; ``scripts/bench_serving.sh`` sizes the buffers
+   as a production server's). Then gunicorn (``--web-workers`` gthread workers) serving the real
+   project, with a Celery worker writing the buffered impressions, and a load
    generator in a separate process with persistent connections, signed in as ``--sessions``
    distinct people through sessions created here. First ``--rate`` requests/s open loop
    (latency counted from each request's scheduled time, so a stalled server cannot hide its
@@ -177,6 +180,8 @@ class Command(BaseCommand):
         parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
         parser.add_argument("--concurrency", type=int, default=8, help="closed-loop connections")
         parser.add_argument("--ann-queries", type=int, default=1000)
+        parser.add_argument("--cold", action="store_true",
+                            help="skip loading the tables nearby reads into PostgreSQL's buffers first")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if settings.DEBUG:
@@ -347,6 +352,8 @@ class Command(BaseCommand):
         from matching.services.impressions import impressions_flush, impressions_pending
 
         cookies = _sessions(options["sessions"])
+        if not options["cold"]:
+            report["prewarm"] = _prewarm()
         impressions_flush()
         impressions_before = Interaction.objects.filter(kind="impression").count()
         # A worker writes the impressions the answers buffer, as in production: its CPU time
@@ -434,6 +441,36 @@ def _celery_worker(*, concurrency: int) -> Iterator[tuple[subprocess.Popen[bytes
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=60)
+
+
+# The relations a nearby request reads (tables and all their indexes).
+PREWARM_TABLES = (
+    "users_profile", "users_user", "users_connection", "users_block", "users_availability",
+    "users_locationping", "matching_interaction", "activities_participation", "django_session",
+)
+
+
+def _prewarm() -> dict[str, Any]:
+    """Load what nearby reads into PostgreSQL's shared buffers (``pg_prewarm``), as a server
+    that has been answering for a while holds it; the timed phases then measure the steady
+    state, not the first pass over a cold cache. Returns the pages loaded and the seconds."""
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        except Exception as exc:  # noqa: BLE001 - no contrib package: measure cold, and say so
+            return {"done": False, "error": str(exc)}
+        cursor.execute(
+            """SELECT coalesce(sum(pg_prewarm(c.oid)), 0) FROM pg_class c
+               WHERE c.oid = ANY(%s::regclass[])
+                  OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = ANY(%s::regclass[]))""",
+            [list(PREWARM_TABLES), list(PREWARM_TABLES)],
+        )
+        pages = int(cursor.fetchone()[0])
+        cursor.execute("SHOW shared_buffers")
+        shared_buffers = cursor.fetchone()[0]
+    return {"done": True, "pages": pages, "seconds": round(time.perf_counter() - started, 1),
+            "shared_buffers": shared_buffers}
 
 
 def _import_model(described: dict[str, Any]) -> Any:

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from matching.management.commands.bench_serving import NEARBY_PATH, OPEN_LOOP_GRACE, _load_run
+from tests.conftest import make_person
 
 
 class SlowHandler(BaseHTTPRequestHandler):
@@ -66,3 +67,13 @@ def test_closed_loop_counts_what_the_server_sustains(server: ThreadingHTTPServer
     assert 0 < result["rps"] <= 42  # two connections, at least 50 ms each
     assert result["requests"] == result["ok"] >= 2
     assert result["statuses"] == {"200": result["ok"]}
+
+
+@pytest.mark.django_db
+def test_prewarm_loads_what_nearby_reads_into_shared_buffers() -> None:
+    from matching.management.commands.bench_serving import _prewarm
+
+    make_person("someone", -79.99, 40.44)
+    report = _prewarm()
+    assert report["done"] is True, report
+    assert report["pages"] > 0 and report["shared_buffers"]

@@ -250,19 +250,26 @@ class _Store:
             self._arms = {}
 
 
+def mapped(path: Path) -> np.ndarray:
+    """A saved array, memory-mapped read-only (shared by every process on the machine), as a
+    plain ndarray view: indexing ``np.memmap`` goes through a Python-level ``__getitem__``,
+    about 0.9 ms of every nearby request's 19 lookups at 1,000,000 people."""
+    return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
+
+
 def serving_set_load(embedding_set: EmbeddingSet) -> ServingSet:
     """The arrays of a ready set, memory-mapped, and its index (OSError when files are gone)."""
     directory = set_dir(embedding_set)
 
     def optional(name: str) -> np.ndarray | None:
         path = directory / name
-        return np.load(path, mmap_mode="r", allow_pickle=False) if path.is_file() else None
+        return mapped(path) if path.is_file() else None
 
     return ServingSet(
         set_id=embedding_set.pk, version=embedding_set.model_version.name,
         ids=np.load(directory / "ids.npy", allow_pickle=False),
-        seed=np.load(directory / "seed.npy", mmap_mode="r", allow_pickle=False),
-        target=np.load(directory / "target.npy", mmap_mode="r", allow_pickle=False),
+        seed=mapped(directory / "seed.npy"),
+        target=mapped(directory / "target.npy"),
         index=load_index(directory / "index.faiss"),
         pref=optional("pref.npy"), venue_ids=optional("venue_ids.npy"),
         venue_visitors=optional("venue_visitors.npy"),

@@ -112,7 +112,9 @@ class PersonRows:
         paths = {f.name: directory / f"{f.name}.npy" for f in fields(cls)}
         if not all(path.is_file() for path in paths.values()):
             return None
-        return cls(**{name: np.load(path, mmap_mode="r", allow_pickle=False) for name, path in paths.items()})
+        # Plain ndarray views of the maps: np.memmap's own indexing is slow (matching.serving.mapped).
+        return cls(**{name: np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
+                      for name, path in paths.items()})
 
     def visits_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(position in ``rows``, venue id) of every venue the people at ``rows`` visited."""

@@ -235,7 +235,6 @@ def nearby_matches(
     distance_score = np.clip(1.0 - distance_km / radius_km, 0.0, 1.0)
     my_interests = set(profile.interests if profile else [])
     my_year = profile.birth_year if profile else None
-    shared = [sorted(my_interests & set(r[2] or [])) for r in rows]
     years = np.array([r[3] if r[3] is not None else np.nan for r in rows], dtype=np.float64)
 
     # The arm of any A/B test running on this surface: its ranking configuration, and the model
@@ -274,7 +273,8 @@ def nearby_matches(
                 mutual = dict(zip(ids[pool].tolist(), counts, strict=True))
     if similarity is None:
         union = np.array([len(my_interests | set(r[2] or [])) for r in rows], dtype=np.float64)
-        jaccard = np.divide([len(s) for s in shared], union, out=np.zeros(len(rows)), where=union > 0)
+        common = [len(my_interests & set(r[2] or [])) for r in rows]
+        jaccard = np.divide(common, union, out=np.zeros(len(rows)), where=union > 0)
         age = np.where(np.isfinite(years) & (my_year is not None), 1.0 - np.abs(years - (my_year or 0)) / 30.0, 0.5)
         similarity = 0.75 * jaccard + 0.25 * np.clip(age, 0.0, 1.0)
     if pool is None:
@@ -290,7 +290,8 @@ def nearby_matches(
         Match(
             user_id=int(ids[i]), display_name=rows[i][1], distance_bucket=distance_bucket(float(distance_km[i])),
             similarity=round(float(similarity[i]), 4), score=round(float(score[i]), 4),
-            shared_interests=shared[i], mutual_friends=int(mutual.get(int(ids[i]), 0)),
+            shared_interests=sorted(my_interests & set(rows[i][2] or [])),
+            mutual_friends=int(mutual.get(int(ids[i]), 0)),
         )
         for i in order
     ]

@@ -17,9 +17,10 @@
    in one vectorised pass, and its scores, scaled to [0, 1] within the pool, are the
    similarity; the answer comes from the pool. What the pair features read comes from one SQL
    statement per request (``pair_context_load``: the friendships of the asker, of their friends
-   and of the candidates, and the candidates' visits, activities, weekly availability and
-   pings); preference vectors and venue visitor counts were computed with the embedding set
-   (``matching.serving``). Without a model (none trained yet), rules: shared interests (Jaccard)
+   and of the candidates, and the asker's own visits, activities, weekly availability and
+   pings) and, for candidates the embedding set holds unchanged, their visits, activities,
+   availability and pinged spots as of the set (``matching.ml.person_rows``); preference
+   vectors and venue visitor counts were computed with the set too (``matching.serving``). Without a model (none trained yet), rules: shared interests (Jaccard)
    and closeness in age. The response says which (``ranker``: "model" or "rules").
 4. Fusion: ``w_distance * distance_score + w_similarity * similarity`` (0.6 and 0.4 by default,
    seed 000 section 5.1), with ``distance_score = 1 - distance / radius``.

@@ -28,6 +28,15 @@ def make_person(username: str, lon: float, lat: float, **profile: object) -> Use
     return user
 
 
+@pytest.fixture(autouse=True)
+def fresh_arm_cache() -> None:
+    """Each web process keeps the ranking default and running experiments for two seconds;
+    every test starts from what its own database and Redis say."""
+    from matching.services.experiments import arm_cache_reset
+
+    arm_cache_reset()
+
+
 @pytest.fixture
 def alice(db: None) -> User:
     return make_person("alice", -79.9959, 40.4406, interests=["sports", "music", "reading"])

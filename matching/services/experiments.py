@@ -12,6 +12,8 @@ import datetime as dt
 import hashlib
 import io
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.core.cache import cache
@@ -26,6 +28,35 @@ from matching.models import Experiment, Interaction, RankingConfig
 from users.models import Connection, User
 
 ARM_CACHE_SECONDS = 15
+# Each process also keeps what it read from Redis this long, so that a nearby request does not
+# make two Redis round trips for settings that change a few times a year; a change made in this
+# process is seen at once, one made in another within this many seconds.
+ARM_LOCAL_SECONDS = 2.0
+_local: dict[str, tuple[float, object]] = {}
+
+
+def _cached(key: str, load: Callable[[], object]) -> object:
+    """``key``'s value from this process, else Redis, else ``load()`` (stored in both)."""
+    now = time.monotonic()
+    hit = _local.get(key)
+    if hit is not None and now - hit[0] < ARM_LOCAL_SECONDS:
+        return hit[1]
+    value = cache.get(key)
+    if value is None:
+        value = load()
+        cache.set(key, value, ARM_CACHE_SECONDS)
+    _local[key] = (now, value)
+    return value
+
+
+def _forget(key: str) -> None:
+    cache.delete(key)
+    _local.pop(key, None)
+
+
+def arm_cache_reset() -> None:
+    """Forget what this process keeps (tests, after clearing Redis)."""
+    _local.clear()
 STAFF_ONLY = "Only staff may manage experiments and ranking configurations."
 ARMS_IDENTICAL = "The two arms are identical: give arm B another model version or ranking configuration."
 ALREADY_RUNNING = "Another experiment is already running on {surface}: end it first."
@@ -64,7 +95,7 @@ def ranking_config_make_default(*, actor: User, config: RankingConfig) -> Rankin
     with transaction.atomic():
         RankingConfig.objects.select_for_update().filter(is_default=True).exclude(pk=config.pk).update(is_default=False)
         RankingConfig.objects.filter(pk=config.pk).update(is_default=True)
-        transaction.on_commit(lambda: cache.delete(_ARM_KEY_DEFAULT))
+        transaction.on_commit(lambda: _forget(_ARM_KEY_DEFAULT))
     config.is_default = True
     return config
 
@@ -74,12 +105,11 @@ _ARM_KEY_DEFAULT = "matching:ranking-default"
 
 def ranking_default() -> tuple[str, dict[str, Objective]]:
     """The default configuration's name and objectives (seed 000's 0.6/0.4 when none is stored)."""
-    cached = cache.get(_ARM_KEY_DEFAULT)
-    if cached is None:
+    def load() -> list[object]:
         config = RankingConfig.objects.filter(is_default=True).values_list("name", "objectives").first()
-        cached = config or ("", DEFAULT_OBJECTIVES)
-        cache.set(_ARM_KEY_DEFAULT, list(cached), ARM_CACHE_SECONDS)
-    name, raw = cached
+        return list(config or ("", DEFAULT_OBJECTIVES))
+
+    name, raw = _cached(_ARM_KEY_DEFAULT, load)  # type: ignore[misc]
     return name, parse_objectives(raw)
 
 
@@ -103,9 +133,7 @@ class Arm:
 
 
 def _running(surface: str) -> dict[str, object] | None:
-    key = f"matching:experiment:{surface}"
-    cached = cache.get(key)
-    if cached is None:
+    def load() -> dict[str, object]:
         now = timezone.now()
         row = (
             Experiment.objects.filter(surface=surface, status=Experiment.Status.RUNNING, starts_at__lte=now, ends_at__gt=now)
@@ -113,8 +141,9 @@ def _running(surface: str) -> dict[str, object] | None:
                     "b_ranking__name", "b_ranking__objectives", "ends_at")
             .first()
         )
-        cached = row or {}
-        cache.set(key, cached, ARM_CACHE_SECONDS)
+        return row or {}
+
+    cached: dict[str, object] = _cached(f"matching:experiment:{surface}", load)  # type: ignore[assignment]
     if not cached or cached["ends_at"] <= timezone.now():
         return None
     return cached
@@ -152,7 +181,7 @@ def experiment_start(*, actor: User, experiment: Experiment) -> Experiment:
     except IntegrityError:
         experiment.status = Experiment.Status.DRAFT
         raise ValidationError(ALREADY_RUNNING.format(surface=experiment.surface)) from None
-    cache.delete(f"matching:experiment:{experiment.surface}")
+    _forget(f"matching:experiment:{experiment.surface}")
     return experiment
 
 
@@ -175,7 +204,7 @@ def experiment_end(*, actor: User, experiment: Experiment, promote: bool = False
                 model_version_activate(version=model, note=f"winner of experiment {experiment.name}")
             if ranking is not None and not ranking.is_default:
                 ranking_config_make_default(actor=actor, config=ranking)
-    cache.delete(f"matching:experiment:{experiment.surface}")
+    _forget(f"matching:experiment:{experiment.surface}")
     return experiment
 
 

@@ -168,3 +168,21 @@ def test_ranking_configurations_are_validated_and_versioned_in_the_admin(staff: 
     assert created.created_by == staff and not created.is_default
     change = client.get(reverse("admin:matching_rankingconfig_change", args=[created.pk])).content.decode()
     assert 'name="objectives"' not in change  # a stored version is read-only
+
+
+def test_a_process_keeps_the_ranking_default_for_two_seconds_and_its_own_changes_show_at_once(
+    staff: User, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks,  # type: ignore[no-untyped-def]
+) -> None:
+    from matching.services import experiments
+
+    assert experiments.ranking_default()[0] == "default-1"
+    # Another process changed the default: Redis now says so, this process still serves its copy.
+    cache.set("matching:ranking-default", ["from-elsewhere", {"distance": {"weight": 1.0}}], 60)
+    assert experiments.ranking_default()[0] == "default-1"
+    monkeypatch.setattr(experiments, "ARM_LOCAL_SECONDS", 0.0)  # ... until its copy expires
+    assert experiments.ranking_default()[0] == "from-elsewhere"
+    monkeypatch.setattr(experiments, "ARM_LOCAL_SECONDS", 60.0)
+    with django_capture_on_commit_callbacks(execute=True):  # a change made here is seen at once
+        ranking_config_create(actor=staff, name="alike", make_default=True,
+                              objectives={"distance": {"weight": 0.1}, "similarity": {"weight": 0.9}})
+    assert experiments.ranking_default()[0] == "alike"

@@ -37,11 +37,13 @@ def order(user: User) -> list[str]:
     return [m.display_name for m in nearby_matches(user=user, radius_km=5).matches]
 
 
-def test_default_fusion_is_distance_heavy_and_a_similarity_heavy_default_flips_it(alice, neighbourhood, staff) -> None:  # type: ignore[no-untyped-def]
+def test_default_fusion_is_distance_heavy_and_a_similarity_heavy_default_flips_it(  # type: ignore[no-untyped-def]
+    alice, neighbourhood, staff, django_capture_on_commit_callbacks,
+) -> None:
     assert order(alice)[:2] == ["Stranger", "Twin"]  # 0.6 distance + 0.4 similarity
-    config = ranking_config_create(actor=staff, name="alike", make_default=True,
-                                   objectives={"distance": {"weight": 0.1}, "similarity": {"weight": 0.9}})
-    cache.clear()
+    with django_capture_on_commit_callbacks(execute=True):  # the commit forgets the cached default
+        config = ranking_config_create(actor=staff, name="alike", make_default=True,
+                                       objectives={"distance": {"weight": 0.1}, "similarity": {"weight": 0.9}})
     assert RankingConfig.objects.get(is_default=True) == config
     assert order(alice)[:2] == ["Twin", "Stranger"]
 
@@ -70,12 +72,12 @@ def test_a_person_passed_on_is_left_out_for_a_while(alice, neighbourhood, settin
     assert "Stranger" in order(alice)
 
 
-def test_freshness_favours_people_active_lately(alice, neighbourhood, staff) -> None:  # type: ignore[no-untyped-def]
+def test_freshness_favours_people_active_lately(alice, neighbourhood, staff, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
     from users.models import Profile
 
     Profile.objects.filter(user=neighbourhood["twin"]).update(last_active_at=timezone.now())
     Profile.objects.filter(user=neighbourhood["stranger"]).update(last_active_at=timezone.now() - dt.timedelta(days=60))
-    ranking_config_create(actor=staff, name="fresh", make_default=True,
-                          objectives={"distance": {"weight": 0.2}, "freshness": {"weight": 0.8}})
-    cache.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        ranking_config_create(actor=staff, name="fresh", make_default=True,
+                              objectives={"distance": {"weight": 0.2}, "freshness": {"weight": 0.8}})
     assert order(alice)[0] == "Twin"

@@ -77,10 +77,11 @@ def check_index() -> dict[str, Any]:
 
 
 def check_impressions() -> dict[str, Any]:
-    """Answers whose impressions wait in the Redis buffer (a growing number: no worker flushes)."""
-    from matching.services.impressions import impressions_pending
+    """Answers whose impressions wait in the Redis buffer (a growing number: no worker flushes),
+    and entries the database refused (set aside, each logged)."""
+    from matching.services.impressions import impressions_pending, impressions_refused
 
-    return {"pending": impressions_pending()}
+    return {"pending": impressions_pending(), "refused": impressions_refused()}
 
 
 CHECKS: dict[str, Callable[[], dict[str, Any]]] = {

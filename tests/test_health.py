@@ -28,7 +28,7 @@ def test_health_is_200_when_every_part_answers(celery_worker_process: object) ->
     assert checks["postgis"]["version"].startswith("3.")
     assert checks["celery"]["workers"]
     assert "active_version" in checks["model"]
-    assert isinstance(checks["impressions"]["pending"], int)
+    assert isinstance(checks["impressions"]["pending"], int) and isinstance(checks["impressions"]["refused"], int)
 
 
 @pytest.mark.django_db

@@ -14,25 +14,29 @@ Guarantees:
 
 - At least once. Entries leave the buffer only after the transaction that wrote them has
   committed; a crash between the two writes those entries again on the next flush. One flush
-  runs at a time (a Redis lock). An entry the database refuses (a bug) is set aside in its own
-  list and logged, so it cannot block the ones behind it.
+  runs at a time (a Redis lock, renewed every batch; a flush that finds it lost stops without
+  trimming). An entry the database refuses (a bug) is set aside in its own list (the newest
+  10,000 are kept, /health/ counts them) and logged, so it cannot block the ones behind it.
 - A person who deleted their account between being shown and the flush takes their rows with
   them, as the database's cascade would have: rows naming an unknown person are dropped.
-- Redis keeps nothing on disk here: a Redis restart loses the last seconds of impressions, as
-  ``synchronous_commit = off`` (what the request used before) could lose the last rows on a
-  database crash. When Redis cannot be reached, the answer writes its rows itself.
+- The buffer lives in the cache's Redis database, which keeps nothing on disk here and which
+  ``cache.clear()`` empties: a Redis restart or flush loses what waits in the buffer, normally
+  the last seconds of impressions, more if no worker has been running (``/health/`` shows the
+  backlog). The request used ``synchronous_commit = off`` before, which could lose the last rows
+  on a database crash. When Redis cannot be reached, the answer writes its rows itself.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DataError, IntegrityError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from matching.models import Interaction
@@ -41,8 +45,10 @@ logger = logging.getLogger(__name__)
 
 BUFFER_KEY = "matching:impressions"
 FAILED_KEY = "matching:impressions-refused"  # entries the database refused, kept for a look
+FAILED_KEEP = 10_000  # the newest refused entries kept
 LOCK_KEY = "matching:impressions-flush-lock"
-LOCK_SECONDS = 300  # longer than any flush; a crashed flusher's lock expires by itself
+LOCK_SECONDS = 300  # renewed every batch; a crashed flusher's lock expires by itself
+FLUSH_MAX_SECONDS = 60.0  # one task's share of a backlog; the rest goes to the next task
 FLUSH_BATCH = 2_000  # answers per transaction (about 40,000 rows)
 
 
@@ -74,28 +80,49 @@ def impressions_record(
             logger.warning("cannot schedule the impression flush; beat's sweep will write them", exc_info=True)
 
 
-def impressions_flush(*, batch: int = FLUSH_BATCH) -> int:
-    """Move every buffered impression into the database; returns the rows written.
+# Atomic steps on the lock (Lua runs in Redis as one command): extend it or trim the buffer only
+# while it is still ours, and release only our own.
+_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) end return 0"
+_TRIM = ("if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('ltrim', KEYS[2], ARGV[2], -1) return 1 end "
+         "return 0")
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
-    Returns 0 without waiting when another flush holds the lock (it empties the buffer).
+
+def impressions_flush(*, batch: int = FLUSH_BATCH, max_seconds: float = FLUSH_MAX_SECONDS) -> int:
+    """Move buffered impressions into the database; returns the rows written.
+
+    Works batch by batch for at most ``max_seconds`` and then schedules the rest as another task,
+    so that a backlog (workers were down for a while) never outlives the lock. Each batch renews
+    the lock and trims the buffer only while the lock is still this flush's: if it was lost
+    anyway, the flush stops without trimming, so the worst case is a batch written twice, never
+    entries dropped unwritten. Returns 0 at once when another flush holds the lock.
     """
     client = _redis()
     key, lock = cache.make_key(BUFFER_KEY), cache.make_key(LOCK_KEY)
     token = uuid.uuid4().hex
     if not client.set(lock, token, nx=True, ex=LOCK_SECONDS):
         return 0
-    written = 0
+    written, started = 0, time.monotonic()
     try:
         while True:
+            if not client.eval(_RENEW, 1, lock, token, LOCK_SECONDS):
+                logger.warning("impression flush lost its lock; stopping before trimming")
+                return written
             raw = client.lrange(key, 0, batch - 1)
             if not raw:
                 return written
             written += _write_or_set_aside(client, raw)
-            client.ltrim(key, len(raw), -1)  # only after the rows committed: at least once
+            # Only after the rows committed (at least once), and only while the lock is ours.
+            if not client.eval(_TRIM, 2, lock, key, token, len(raw)):
+                logger.warning("impression flush lost its lock; %d entries may be written twice", len(raw))
+                return written
+            if time.monotonic() - started > max_seconds and client.llen(key):
+                from matching.tasks import impressions_flush_task
+
+                impressions_flush_task.apply_async()  # the rest in a task of its own
+                return written
     finally:
-        # Release only our own lock (it may have expired and been taken by another flush).
-        if client.get(lock) == token.encode():
-            client.delete(lock)
+        client.eval(_RELEASE, 1, lock, token)
 
 
 def _write_or_set_aside(client, raw: list[bytes]) -> int:  # noqa: ANN001 - redis-py's client
@@ -104,21 +131,32 @@ def _write_or_set_aside(client, raw: list[bytes]) -> int:  # noqa: ANN001 - redi
     A database that cannot be reached raises, and the batch stays buffered."""
     try:
         return _write([json.loads(item) for item in raw])
-    except (DataError, IntegrityError, ValueError, TypeError, IndexError):
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:  # noqa: BLE001 - find the entry the database or the parser refuses
         logger.exception("an impression batch was refused; writing its %d entries one by one", len(raw))
     written = 0
     for item in raw:
         try:
             written += _write([json.loads(item)])
-        except (DataError, IntegrityError, ValueError, TypeError, IndexError):
+        except (OperationalError, InterfaceError):
+            raise  # the database is unreachable: the batch stays buffered
+        except Exception:  # noqa: BLE001 - anything else about this one entry: set it aside
             logger.exception("impression entry refused, kept in %s: %r", FAILED_KEY, item[:200])
-            client.rpush(cache.make_key(FAILED_KEY), item)
+            failed = cache.make_key(FAILED_KEY)
+            client.rpush(failed, item)
+            client.ltrim(failed, -FAILED_KEEP, -1)
     return written
 
 
 def impressions_pending() -> int:
-    """Answers waiting in the buffer (the admin dashboard and /health/ can show it)."""
+    """Answers waiting in the buffer (/health/ shows it)."""
     return int(_redis().llen(cache.make_key(BUFFER_KEY)))
+
+
+def impressions_refused() -> int:
+    """Entries the database refused, set aside (/health/ shows it; each is in the log)."""
+    return int(_redis().llen(cache.make_key(FAILED_KEY)))
 
 
 def _write(entries: list[list[object]]) -> int:

@@ -12,7 +12,12 @@ from django.test import override_settings
 
 from matching.models import Interaction
 from matching.services import impressions
-from matching.services.impressions import impressions_flush, impressions_pending, impressions_record
+from matching.services.impressions import (
+    impressions_flush,
+    impressions_pending,
+    impressions_record,
+    impressions_refused,
+)
 from tests.conftest import client_for, make_person
 from users.models import User
 
@@ -74,7 +79,7 @@ def test_an_entry_the_database_refuses_is_set_aside_without_blocking_the_others(
     assert impressions_flush() == 2
     assert len(_logged(me)) == 2 and impressions_pending() == 0
     refused = cache.client.get_client().lrange(cache.make_key(impressions.FAILED_KEY), 0, -1)
-    assert len(refused) == 1 and b"xxxx" in refused[0]
+    assert len(refused) == 1 and b"xxxx" in refused[0] and impressions_refused() == 1
 
 
 @pytest.mark.django_db
@@ -110,3 +115,27 @@ def test_a_worker_writes_an_answers_impressions_within_seconds(celery_worker_pro
         time.sleep(0.2)
     assert [(t, p) for t, p, _, _ in _logged(me)] == [(near.pk, 0)]
     assert impressions_pending() == 0
+
+
+@pytest.mark.django_db
+def test_a_flush_takes_its_share_of_a_backlog_and_leaves_the_rest_to_the_next_task() -> None:
+    me, a = make_person("me", LON, LAT), make_person("a", LON, LAT)
+    for _ in range(5):
+        impressions_record(actor_id=me.pk, targets=[a.pk], surface="nearby", model_version="")
+    assert impressions_flush(batch=2, max_seconds=0.0) == 2  # one batch, then the rest is queued
+    assert impressions_pending() == 3
+    assert impressions_flush(batch=2) == 3 and impressions_pending() == 0
+
+
+def test_the_buffer_is_trimmed_only_by_the_flush_holding_the_lock() -> None:
+    client = cache.client.get_client()
+    key, lock = cache.make_key(impressions.BUFFER_KEY), cache.make_key(impressions.LOCK_KEY)
+    client.rpush(key, "one", "two")
+    client.set(lock, "the other flush", ex=60)
+    # A flush whose lock expired and was taken by another must not drop entries it never wrote.
+    assert client.eval(impressions._TRIM, 2, lock, key, "a lapsed flush", 1) == 0
+    assert client.lrange(key, 0, -1) == [b"one", b"two"]
+    assert client.eval(impressions._TRIM, 2, lock, key, "the other flush", 1) == 1
+    assert client.lrange(key, 0, -1) == [b"two"]
+    assert client.eval(impressions._RELEASE, 1, lock, "a lapsed flush") == 0 and client.get(lock)
+    assert client.eval(impressions._RELEASE, 1, lock, "the other flush") == 1 and not client.get(lock)

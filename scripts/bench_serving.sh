@@ -13,7 +13,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # PostgreSQL as a production server is configured: BENCH_SHARED_BUFFERS (default 4GB, a quarter
 # of this machine's memory) of shared buffers instead of the packaged 128MB, which holds a
 # 10,000-person city but not a 1,000,000-person one (3.4 GB), whose every request then reads
-# about a thousand pages through the kernel. Changing it restarts the local cluster once.
+# about a thousand pages through the kernel. Changing it restarts the local cluster once (and
+# drops its other connections); it stays set (ALTER SYSTEM RESET shared_buffers undoes it).
 WANT=${BENCH_SHARED_BUFFERS:-4GB}
 HAVE=$(psql -h 127.0.0.1 -U postgres -Atc "SHOW shared_buffers")
 if [ "$HAVE" != "$WANT" ]; then
@@ -22,6 +23,9 @@ if [ "$HAVE" != "$WANT" ]; then
     PG_VERSION=$(pg_lsclusters -h | awk '$3 == 5432 {print $1; exit}')
     as_root pg_ctlcluster --skip-systemctl-redirect "$PG_VERSION" main restart
     for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+    pg_isready -q -h 127.0.0.1 -p 5432 || { echo "PostgreSQL did not come back after the restart" >&2; exit 1; }
+    HAVE=$(psql -h 127.0.0.1 -U postgres -Atc "SHOW shared_buffers")
+    [ "$HAVE" = "$WANT" ] || { echo "shared_buffers is $HAVE after the restart, not $WANT" >&2; exit 1; }
 fi
 SMALLEST=$(echo $SIZES | tr ' ' '\n' | sort -n | head -1)
 mkdir -p var/bench

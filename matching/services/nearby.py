@@ -35,6 +35,7 @@ from many query points would otherwise trilaterate someone's grid cell.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import math
 import time
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ FRESHNESS_DAYS = 30
 # for), the best by distance and cosine: the pair features' rows are read per scored person.
 RERANK_POOL = 100
 RERANK_PER_RESULT = 4
+# People served from an embedding set's rows also have what they did since the set was built read
+# from the database, from this long before its creation (the set's inputs are read just before).
+SET_ROWS_MARGIN = dt.timedelta(minutes=30)
 MAX_RADIUS_KM = 50.0
 MAX_LIMIT = 100
 BUCKETS_KM = (1, 2, 5, 10, 20, 50)
@@ -433,7 +437,12 @@ UNION ALL SELECT 2, u, v, 0, 0 FROM visits
 WHERE u = %(me)s OR v IN (SELECT v FROM visits WHERE u = %(me)s)
 UNION ALL SELECT 6, u, count(*), 0, 0 FROM visits GROUP BY u
 UNION ALL
-SELECT 3, user_id, activity_id, 0, 0 FROM activities_participation WHERE user_id = ANY(%(live)s)
+SELECT 3, user_id, activity_id, 0, 0 FROM activities_participation
+WHERE user_id = ANY(%(live)s) OR (user_id = ANY(%(from_set)s) AND joined_at >= %(since)s)
+UNION ALL
+SELECT 8, actor_id, target_venue_id, 0, 0 FROM matching_interaction
+WHERE actor_id = ANY(%(from_set)s) AND kind = 'visit' AND target_venue_id IS NOT NULL
+  AND occurred_at >= %(since)s
 UNION ALL
 SELECT 4, a.user_id, a.weekday, extract(epoch FROM a.start_time)::float8 / 60,
        extract(epoch FROM a.end_time)::float8 / 60
@@ -445,7 +454,7 @@ SELECT 5, p.user_id, s.day, ST_X(p.point::geometry), ST_Y(p.point::geometry)
 FROM users_locationping p JOIN my_spots s
   ON s.day = floor(extract(epoch FROM p.recorded_at) / 86400)::int8
  AND s.x = round(ST_X(p.point::geometry) * 1e4) AND s.y = round(ST_Y(p.point::geometry) * 1e4)
-WHERE p.user_id = ANY(%(live)s)
+WHERE p.user_id = ANY(%(live)s) OR (p.user_id = ANY(%(from_set)s) AND p.recorded_at >= %(since)s)
 """
 
 
@@ -504,8 +513,10 @@ def pair_context_load(*, me: int, candidates: np.ndarray, serving: ServingSet | 
 
     Friendships always come from the database. Venues, activities, availability and pinged
     spots come from the database for the asker, for people the set does not hold and for people
-    refreshed since it was built (a profile, availability or friendship change); everyone
-    else's come from the set, as of its build (at most a day old under the nightly rebuild).
+    whose embeddings were refreshed since it was built (a profile, availability or friendship
+    change); everyone else's come from the set, plus the visits, joins and pings they made since
+    it was built (read here). Activities left since the build still count until the person is
+    refreshed or the set rebuilt (nightly).
     """
     candidates = np.asarray(candidates, dtype=np.int64)
     person_rows = serving.person_rows if serving is not None else None
@@ -517,7 +528,13 @@ def pair_context_load(*, me: int, candidates: np.ndarray, serving: ServingSet | 
             from_set &= np.array([int(c) not in serving.overlay for c in candidates.tolist()], dtype=bool)
         set_rows = set_rows[from_set]
     live = [me, *candidates[~from_set].tolist()]
-    rows = _fetch_prepared(_CONTEXT_SQL, {"me": me, "ids": [me, *candidates.tolist()], "live": live})
+    # For people served from the set, what they did since it was built (joins, visits, pings;
+    # with a margin over the time the set's inputs were read: duplicates are removed below).
+    since = serving.built_at - SET_ROWS_MARGIN if person_rows is not None and serving.built_at else None
+    rows = _fetch_prepared(_CONTEXT_SQL, {
+        "me": me, "ids": [me, *candidates.tolist()], "live": live,
+        "from_set": candidates[from_set].tolist() if since is not None else [], "since": since or timezone.now(),
+    })
     table = np.array(rows, dtype=np.float64).reshape(-1, 5)
     kind = table[:, 0].astype(np.int64)
 
@@ -531,18 +548,23 @@ def pair_context_load(*, me: int, candidates: np.ndarray, serving: ServingSet | 
         pings=table[kind == 5, 1:5],
     )
     if len(set_rows):
-        _add_set_rows(context, person_rows, candidates[from_set], set_rows)
+        _add_set_rows(context, person_rows, candidates[from_set], set_rows, recent_visits=ints(8))
     return context
 
 
-def _add_set_rows(context: PairContext, rows: PersonRows, users: np.ndarray, set_rows: np.ndarray) -> None:
-    """Append the set's rows of ``users`` (at ``set_rows``) to ``context``, in the shapes the
-    statement gives: only visits of the asker's venues, only pings in the asker's spots."""
+def _add_set_rows(
+    context: PairContext, rows: PersonRows, users: np.ndarray, set_rows: np.ndarray, recent_visits: np.ndarray,
+) -> None:
+    """Add the set's rows of ``users`` (at ``set_rows``) to ``context``, in the shapes the
+    statement gives (only visits of the asker's venues, only pings in the asker's spots), merged
+    with what they did since the set was built (``recent_visits``: (user, venue); their recent
+    joins and pings are in ``context`` already) and without duplicates."""
     me = context.me
     owner, venues = rows.visits_of(set_rows)
+    known = np.concatenate([users[owner], recent_visits[:, 0]]), np.concatenate([venues, recent_visits[:, 1]])
+    pairs = np.unique(np.column_stack(known), axis=0)  # distinct (user, venue), set and since
     mine = np.unique(context.visits[context.visits[:, 0] == me, 1])
-    hit = np.isin(venues, mine)
-    counts = np.column_stack([users, rows.visit_indptr[set_rows + 1] - rows.visit_indptr[set_rows]])
+    counts = np.unique(pairs[:, 0], return_counts=True)
     owner_j, activities = rows.joins_of(set_rows)
     owner_a, slots = rows.availability_of(set_rows)
     owner_p, keys = rows.pings_of(set_rows)
@@ -550,9 +572,9 @@ def _add_set_rows(context: PairContext, rows: PersonRows, users: np.ndarray, set
     my_keys = spot_keys(my_pings[:, 1], my_pings[:, 2], my_pings[:, 3])
     near = np.isin(keys, my_keys)
     day, lon, lat = spot_unpack(keys[near])
-    context.visits = np.concatenate([context.visits, np.column_stack([users[owner[hit]], venues[hit]])])
-    context.venue_counts = np.concatenate([context.venue_counts, counts[counts[:, 1] > 0]])
-    context.joins = np.concatenate([context.joins, np.column_stack([users[owner_j], activities])])
+    context.visits = np.concatenate([context.visits, pairs[np.isin(pairs[:, 1], mine)]])
+    context.venue_counts = np.concatenate([context.venue_counts, np.column_stack(counts)])
+    context.joins = np.unique(np.concatenate([context.joins, np.column_stack([users[owner_j], activities])]), axis=0)
     context.availability = np.concatenate([context.availability, np.column_stack([users[owner_a], slots])])
     context.pings = np.concatenate([context.pings, np.column_stack([users[owner_p[near]], day, lon, lat])])
 

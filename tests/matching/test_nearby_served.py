@@ -16,6 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from activities.factories import ActivityFactory, ParticipationFactory, VenueFactory
+from activities.models import Participation
 from matching.feature_store import load_city
 from matching.ml.features import user_features
 from matching.ml.pairs import PAIR_NAMES, PairFeaturizer
@@ -104,16 +105,18 @@ def test_pair_features_from_one_statement_equal_the_whole_city_featurizer() -> N
     assert np.array_equal(served[:, co_located] > 0, reference[:, co_located] > 0)
 
 
-def test_the_set_serves_rows_as_of_its_build_and_people_refreshed_since_are_read_live() -> None:
+def test_the_set_serves_rows_as_of_its_build_with_what_people_did_since_read_live() -> None:
     from matching.services.embeddings import user_embedding_refresh
 
     people = richer_city()
     served_city_from_existing()
     serving = store.current()
-    me, other = people[0], people[8]  # no activity in common yet
+    me, newcomer, leaver = people[0], people[8], people[3]  # leaver shares the first activity with me
     others = np.array([p.pk for p in people[1:]], dtype=np.int64)
     years = np.array([float(p.profile.birth_year) for p in people[1:]])
-    column, row = PAIR_NAMES.index("co_participation"), int(np.flatnonzero(others == other.pk)[0])
+    co_participation = PAIR_NAMES.index("co_participation")
+    co_located = PAIR_NAMES.index("co_located")
+    at = {p.pk: int(np.flatnonzero(others == p.pk)[0]) for p in (newcomer, leaver)}
 
     def features(**options: object) -> np.ndarray:
         return pair_features_served(
@@ -121,12 +124,24 @@ def test_the_set_serves_rows_as_of_its_build_and_people_refreshed_since_are_read
             distance_km=np.zeros(len(others)), my_birth_year=me.profile.birth_year, birth_years=years,
         )
 
+    before = features(serving=serving)
+    # Since the set was built: the newcomer joined an activity of mine and was where I was today.
     activity = ActivityFactory(organiser=me)
     ParticipationFactory(activity=activity, user=me)
-    ParticipationFactory(activity=activity, user=other)
-    # The asker is always read live; the other's join is newer than the set.
-    assert features()[row, column] > 0 and features(serving=serving)[row, column] == 0
-    assert user_embedding_refresh(user_id=other.pk)
+    ParticipationFactory(activity=activity, user=newcomer)
+    mine = LocationPing.objects.filter(user=me).first().point
+    cafe, today = Point(mine.x + 0.0123, mine.y + 0.0045, srid=4326), timezone.now()
+    for person in (me, newcomer):
+        LocationPing.objects.create(user=person, point=cafe, recorded_at=today)
+    now = features(serving=serving)
+    assert now[at[newcomer.pk], co_participation] > before[at[newcomer.pk], co_participation]
+    assert now[at[newcomer.pk], co_located] > before[at[newcomer.pk], co_located]
+    np.testing.assert_array_equal(now, features())  # the same as reading everyone live
+    # Leaving counts only once the person is refreshed (or the set rebuilt).
+    Participation.objects.filter(user=leaver).exclude(activity=activity).filter(
+        activity__participations__user=me).delete()
+    assert features(serving=serving)[at[leaver.pk], co_participation] > features()[at[leaver.pk], co_participation]
+    assert user_embedding_refresh(user_id=leaver.pk)
     serving.apply_refreshes()
     np.testing.assert_array_equal(features(serving=serving), features())
 

@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import faiss
@@ -59,7 +58,6 @@ class ServingSet:
     # What each person did (venues, activities, availability, pinged spots), rows of ``ids``,
     # as of the set's build; None for a set built without them.
     person_rows: PersonRows | None = None
-    built_at: datetime | None = None  # when the set was created (its inputs were read just before)
     # Embeddings refreshed since the set was built (profile changes, new people): user id ->
     # (seed, target, preference or None). Consulted before the arrays; applied to the index as
     # they arrive.
@@ -275,7 +273,7 @@ def serving_set_load(embedding_set: EmbeddingSet) -> ServingSet:
         index=load_index(directory / "index.faiss"),
         pref=optional("pref.npy"), venue_ids=optional("venue_ids.npy"),
         venue_visitors=optional("venue_visitors.npy"),
-        person_rows=PersonRows.load(directory / PERSON_ROWS_DIR), built_at=embedding_set.created_at,
+        person_rows=PersonRows.load(directory / PERSON_ROWS_DIR),
     )
 
 

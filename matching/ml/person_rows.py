@@ -85,10 +85,11 @@ class PersonRows:
     avail: np.ndarray  # (k, 3) float64
     ping_indptr: np.ndarray
     ping_key: np.ndarray
+    taken_at: float = 0.0  # unix seconds when the city was read: rows after it are not here
 
     @classmethod
-    def from_city(cls, city: CityData) -> PersonRows:
-        """From a loaded city; its ``user_ids`` must be sorted (``load_city`` sorts them)."""
+    def from_city(cls, city: CityData, *, taken_at: float) -> PersonRows:
+        """From a city read at ``taken_at``; its ``user_ids`` must be sorted (``load_city`` sorts them)."""
         n = city.n_users
         visits = (city.event_kind == KIND_CODE["visit"]) & (city.event_venue >= 0)
         visit_indptr, visit_venue = _csr(
@@ -100,7 +101,7 @@ class PersonRows:
         keys = spot_keys(np.floor(city.ping_time / 86_400.0), city.ping_lon, city.ping_lat)
         ping_indptr, ping_key = _csr(city.ping_user, keys, n)
         return cls(visit_indptr, visit_venue, join_indptr, join_activity, avail_indptr, avail,
-                   ping_indptr, ping_key)
+                   ping_indptr, ping_key, float(taken_at))
 
     def save(self, directory: Path, save_array) -> None:  # noqa: ANN001 - matching.ml.index.save_array
         for f in fields(self):
@@ -112,9 +113,10 @@ class PersonRows:
         paths = {f.name: directory / f"{f.name}.npy" for f in fields(cls)}
         if not all(path.is_file() for path in paths.values()):
             return None
+        taken_at = float(np.load(paths.pop("taken_at"), allow_pickle=False).reshape(-1)[0])
         # Plain ndarray views of the maps: np.memmap's own indexing is slow (matching.serving.mapped).
         return cls(**{name: np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
-                      for name, path in paths.items()})
+                      for name, path in paths.items()}, taken_at=taken_at)
 
     def visits_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(position in ``rows``, venue id) of every venue the people at ``rows`` visited."""

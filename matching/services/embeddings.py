@@ -94,6 +94,7 @@ def embeddings_rebuild_start(*, version: ModelVersion) -> EmbeddingSet:
     from matching.tasks import embeddings_chunk_task, embeddings_finish_task
 
     config = ModelConfig.from_dict(version.config["model"])
+    taken_at = time.time()  # before reading: a row written meanwhile is in the city or after this
     city = load_city()
     features = user_features(city, timezone.now().timestamp())
     inputs = UserInputs.build(city, features, config)
@@ -106,7 +107,7 @@ def embeddings_rebuild_start(*, version: ModelVersion) -> EmbeddingSet:
         save_array(preference_vectors(features), directory / "pref.npy")
         save_array(city.venue_ids.astype(np.int64), directory / "venue_ids.npy")
         save_array(venue_visitor_counts(city), directory / "venue_visitors.npy")
-        PersonRows.from_city(city).save(directory / PERSON_ROWS_DIR, save_array)
+        PersonRows.from_city(city, taken_at=taken_at).save(directory / PERSON_ROWS_DIR, save_array)
         header = [embeddings_chunk_task.si(embedding_set.pk, start, end) for start, end in ranges]
         transaction.on_commit(lambda: chord(header)(embeddings_finish_task.si(embedding_set.pk)))
     return embedding_set

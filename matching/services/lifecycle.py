@@ -35,7 +35,7 @@ from matching.services.registry import (
     model_version_load,
 )
 from matching.services.training import model_train, training_city
-from matching.serving import SERVING_SET_KEY, set_dir
+from matching.serving import PERSON_ROWS_DIR, SERVING_SET_KEY, set_dir
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +184,10 @@ def embeddings_share(*, parent: ModelVersion, version: ModelVersion) -> Embeddin
     for path in src.iterdir():  # the arrays, the index and the serving extras; not the inputs
         if path.is_file():
             os.link(path, dst / path.name)
+    if (src / PERSON_ROWS_DIR).is_dir():  # each person's rows, as of when the parent read them
+        (dst / PERSON_ROWS_DIR).mkdir()
+        for path in (src / PERSON_ROWS_DIR).iterdir():
+            os.link(path, dst / PERSON_ROWS_DIR / path.name)
     transaction.on_commit(lambda: cache.set(SERVING_SET_KEY, f"{shared.pk}:{version.name}:{timezone.now().timestamp():.0f}",
                                             timeout=None))
     return shared

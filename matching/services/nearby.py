@@ -69,9 +69,10 @@ FRESHNESS_DAYS = 30
 # for), the best by distance and cosine: the pair features' rows are read per scored person.
 RERANK_POOL = 100
 RERANK_PER_RESULT = 4
-# People served from an embedding set's rows also have what they did since the set was built read
-# from the database, from this long before its creation (the set's inputs are read just before).
-SET_ROWS_MARGIN = dt.timedelta(minutes=30)
+# People served from an embedding set's rows also have what they did since the rows were read
+# taken from the database, from this long before (clocks of the machines may differ a little;
+# rows read twice are removed).
+SET_ROWS_MARGIN = dt.timedelta(minutes=5)
 MAX_RADIUS_KM = 50.0
 MAX_LIMIT = 100
 BUCKETS_KM = (1, 2, 5, 10, 20, 50)
@@ -530,7 +531,9 @@ def pair_context_load(*, me: int, candidates: np.ndarray, serving: ServingSet | 
     live = [me, *candidates[~from_set].tolist()]
     # For people served from the set, what they did since it was built (joins, visits, pings;
     # with a margin over the time the set's inputs were read: duplicates are removed below).
-    since = serving.built_at - SET_ROWS_MARGIN if person_rows is not None and serving.built_at else None
+    since = None
+    if person_rows is not None:
+        since = dt.datetime.fromtimestamp(person_rows.taken_at, tz=dt.UTC) - SET_ROWS_MARGIN
     rows = _fetch_prepared(_CONTEXT_SQL, {
         "me": me, "ids": [me, *candidates.tolist()], "live": live,
         "from_set": candidates[from_set].tolist() if since is not None else [], "since": since or timezone.now(),

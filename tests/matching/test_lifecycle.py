@@ -153,6 +153,13 @@ def test_incremental_update_changes_only_the_ranking_head(django_capture_on_comm
     assert shared.status == "ready" and shared.users == embedding_set.users
     store._checked = 0.0
     assert store.current().version == "v1.1"
+    # ... with the parent's per-person rows, as of when the parent read them.
+    from matching.serving import serving_set_load
+
+    served, parent = store.current().person_rows, serving_set_load(embedding_set).person_rows
+    assert served is not None and parent is not None
+    assert served.taken_at == parent.taken_at > 0
+    assert served.visit_venue.tolist() == parent.visit_venue.tolist()
 
 
 def test_incremental_update_with_nothing_new_makes_no_version() -> None:

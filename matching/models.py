@@ -136,13 +136,19 @@ class EmbeddingSet(models.Model):
     """The seed and target embeddings of every user under one model version, and their index.
 
     Files live in ``MEDIA_ROOT/embeddings/<version>/<set id>/``: ``ids.npy``, ``seed.npy``,
-    ``target.npy`` (float32, saved without pickles) and ``index.faiss``.
+    ``target.npy`` (float32, saved without pickles), ``index.faiss`` and the serving extras
+    (``pref.npy``, venue visitors, ``person_rows/``). The tower inputs (``inputs/``) are deleted
+    once the chunks are done, and a set's files when a newer set of its version is ready
+    (``embedding_sets_retire``).
     """
 
     class Status(models.TextChoices):
         BUILDING = "building", "Building"
         READY = "ready", "Ready"
         FAILED = "failed", "Failed"
+        # A newer set of the same version replaced it and its files were deleted (they hold every
+        # person's features and pinged spots, which should not outlive their use).
+        RETIRED = "retired", "Retired"
 
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="embedding_sets")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.BUILDING)

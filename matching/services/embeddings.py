@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import time
 from pathlib import Path
@@ -134,6 +135,29 @@ def embeddings_chunk(*, set_id: int, start: int, end: int) -> None:
     EmbeddingSet.objects.filter(pk=set_id).update(chunks_done=Greatest(F("chunks_done"), done))
 
 
+RETIRE_AFTER = 600  # seconds a replaced set stays on disk: web processes still serving it switch within seconds
+
+
+def embedding_sets_retire(*, keep: EmbeddingSet) -> list[int]:
+    """Delete the files of older sets of ``keep``'s model version, ready or failed, created more
+    than ``RETIRE_AFTER`` seconds before it, and mark them retired; returns their ids.
+
+    Each version keeps its newest ready set (rollbacks and A/B arms serve from it). Sets shared
+    with a minor version are hard links: deleting one side leaves the other's files intact.
+    """
+    older = EmbeddingSet.objects.filter(
+        model_version=keep.model_version,
+        status__in=[EmbeddingSet.Status.READY, EmbeddingSet.Status.FAILED],
+        created_at__lt=keep.created_at - dt.timedelta(seconds=RETIRE_AFTER),
+    ).exclude(pk=keep.pk)
+    retired = []
+    for old in older:
+        shutil.rmtree(set_dir(old), ignore_errors=True)
+        retired.append(old.pk)
+    EmbeddingSet.objects.filter(pk__in=retired).update(status=EmbeddingSet.Status.RETIRED)
+    return retired
+
+
 def embeddings_finish(*, set_id: int) -> EmbeddingSet:
     """Join the chunks, build and save the index, and publish the set for serving."""
     embedding_set = EmbeddingSet.objects.select_related("model_version").get(pk=set_id)
@@ -157,6 +181,8 @@ def embeddings_finish(*, set_id: int) -> EmbeddingSet:
     EmbeddingSet.objects.filter(pk=set_id).update(
         status=EmbeddingSet.Status.READY, index_kind=type(index).__name__, finished_at=timezone.now(),
     )
+    shutil.rmtree(directory / "inputs", ignore_errors=True)  # only the chunks read them
+    embedding_sets_retire(keep=embedding_set)
     if embedding_set.model_version.is_active:
         cache.set(SERVING_SET_KEY, f"{set_id}:{embedding_set.model_version.name}:{time.time():.0f}", timeout=None)
         from matching.services.activity_recommendations import (

@@ -88,3 +88,22 @@ def test_a_refreshed_embedding_reaches_the_served_arrays_and_index() -> None:
 
 def test_no_served_set_means_nothing_to_refresh(alice: object) -> None:
     assert user_embedding_refresh(user_id=alice.pk) is False  # type: ignore[attr-defined]
+
+
+def test_a_newer_set_retires_the_older_ones_of_its_version_and_deletes_their_files() -> None:
+    import datetime as dt
+
+    from matching.serving import set_dir
+
+    first = served_city()
+    assert set_dir(first).is_dir() and not (set_dir(first) / "inputs").exists()  # only chunks read them
+    EmbeddingSet.objects.filter(pk=first.pk).update(created_at=first.created_at - dt.timedelta(hours=1))
+    second = embeddings_rebuild_start(version=first.model_version)
+    embeddings_chunk(set_id=second.pk, start=0, end=second.users)
+    embeddings_finish(set_id=second.pk)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == ("retired", "ready")
+    assert not set_dir(first).exists() and (set_dir(second) / "index.faiss").is_file()
+    store._checked = 0.0
+    assert store.current().set_id == second.pk

@@ -132,6 +132,21 @@ def test_train_model_command_records_and_activates_a_version() -> None:
     assert warm.parent_id == version.pk and not warm.is_active
 
 
+def test_train_model_if_none_trains_again_when_the_active_weights_are_gone() -> None:
+    """A new checkout beside an old database (``make demo`` after re-cloning): the active
+    version's file is missing, so "--if-none" trains and activates a new one."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    small_social_city()
+    call_command("train_model", "--epochs", "1", "--activate")
+    old = ModelVersion.objects.get(is_active=True)
+    (Path(settings.MEDIA_ROOT) / old.weights).unlink()
+    call_command("train_model", "--if-none", "--epochs", "1", "--activate")
+    assert ModelVersion.objects.get(is_active=True).name == "v2"
+
+
 def test_model_version_command_refuses_unknown_names() -> None:
     with pytest.raises(CommandError, match="no model version named"):
         call_command("model_version", "activate", "v99")

@@ -25,9 +25,17 @@ class Command(BaseCommand):
         parser.add_argument("--if-none", action="store_true", help="do nothing when a version is already active")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["if_none"] and ModelVersion.objects.filter(is_active=True).exists():
-            self.stdout.write("an active model version exists; not training")
-            return
+        active = ModelVersion.objects.filter(is_active=True).first() if options["if_none"] else None
+        if active is not None:
+            from matching.services.registry import ModelVersionError, model_version_load
+
+            try:  # the database may have outlived the files (a new checkout beside an old database)
+                model_version_load(active)
+            except ModelVersionError as exc:
+                self.stdout.write(f"the active version cannot be loaded ({exc}); training a new one")
+            else:
+                self.stdout.write("an active model version exists; not training")
+                return
         if options["epochs"] is not None and options["epochs"] < 1:
             raise CommandError("--epochs must be at least 1")
         if options["folds"] is not None and options["folds"] < 1:

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from matching.ml.train import MODES
 from matching.models import ModelVersion
-from matching.services.registry import ModelVersionError
+from matching.services.registry import ModelVersionError, model_version_load
 from matching.services.training import model_train
 
 
@@ -27,8 +27,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         active = ModelVersion.objects.filter(is_active=True).first() if options["if_none"] else None
         if active is not None:
-            from matching.services.registry import ModelVersionError, model_version_load
-
             try:  # the database may have outlived the files (a new checkout beside an old database)
                 model_version_load(active)
             except ModelVersionError as exc:

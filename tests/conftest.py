@@ -28,6 +28,18 @@ def make_person(username: str, lon: float, lat: float, **profile: object) -> Use
     return user
 
 
+@pytest.fixture
+def fresh_serving(tmp_path: Path, settings: object) -> None:
+    """Model files and embedding sets in a private folder, an empty Redis, no set served."""
+    from django.core.cache import cache
+
+    from matching.serving import store
+
+    settings.MEDIA_ROOT = tmp_path  # type: ignore[attr-defined]
+    cache.clear()
+    store.reset()
+
+
 @pytest.fixture(autouse=True)
 def fresh_arm_cache() -> None:
     """Each web process keeps the ranking default and running experiments for two seconds;

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +23,6 @@ from matching.services.activity_recommendations import (
     activity_recommendations_schedule,
     local_slot,
 )
-from matching.serving import store
 from tests.activities.helpers import (
     PARK_LAT,
     PARK_LON,
@@ -165,14 +163,7 @@ def test_a_burst_of_joins_schedules_one_recomputation(alice: User) -> None:
         assert activity_recommendations_schedule(activity_id=activity.pk, countdown=30) is False
 
 
-@pytest.fixture
-def media(tmp_path: Path, settings: object) -> None:
-    settings.MEDIA_ROOT = tmp_path  # type: ignore[attr-defined]
-    cache.clear()
-    store.reset()
-
-
-def test_with_a_served_model_the_seed_set_attention_and_the_ranking_head_rank(media: None) -> None:
+def test_with_a_served_model_the_seed_set_attention_and_the_ranking_head_rank(fresh_serving: None) -> None:
     from tests.matching.test_refresh import served_city
 
     served_city()

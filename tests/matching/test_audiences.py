@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 
 from matching.models import Audience
 from matching.services.audiences import audience_build
-from matching.serving import store
 from tests.conftest import client_for
 from tests.matching.test_refresh import served_city
 from users.models import User
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def media(tmp_path: Path, settings: object) -> None:
-    settings.MEDIA_ROOT = tmp_path  # type: ignore[attr-defined]
-    cache.clear()
-    store.reset()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_serving")]
 
 
 def test_audience_end_to_end_ranks_the_seeds_group_first(staff: User) -> None:

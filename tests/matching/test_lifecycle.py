@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from django.core.cache import cache
 from django.utils import timezone
 
 from matching.feature_store import load_city
@@ -43,11 +40,8 @@ SMALL = {"batch_size": 32, "rank_epochs": 5}
 
 
 @pytest.fixture(autouse=True)
-def media(tmp_path: Path, settings: object) -> None:
-    settings.MEDIA_ROOT = tmp_path  # type: ignore[attr-defined]
+def media(fresh_serving: None, settings: object) -> None:
     settings.MODEL_GATE_K = 5  # type: ignore[attr-defined]  # the test towns have 100-odd people
-    cache.clear()
-    store.reset()
 
 
 def test_gate_slice_is_a_stable_tenth_whichever_way_the_pair_is_written() -> None:

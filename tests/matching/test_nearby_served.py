@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,14 +32,7 @@ from tests.matching.test_refresh import served_city
 from users.factories import AvailabilityFactory
 from users.models import LocationPing, Profile, User
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def media(tmp_path: Path, settings: object) -> None:
-    settings.MEDIA_ROOT = tmp_path  # type: ignore[attr-defined]
-    cache.clear()
-    store.reset()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_serving")]
 
 
 def richer_city() -> list[User]:

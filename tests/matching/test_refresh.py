@@ -3,7 +3,6 @@ apply the refresh to their arrays and index without a rebuild."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,14 +24,7 @@ from matching.services.training import model_train
 from tests.matching.test_registry import small_social_city
 from users.models import Profile
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def media(tmp_path: Path, settings: object) -> None:
-    settings.MEDIA_ROOT = tmp_path  # type: ignore[attr-defined]
-    cache.clear()
-    store.reset()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fresh_serving")]
 
 
 def test_changes_within_the_window_queue_one_refresh(alice: object) -> None:

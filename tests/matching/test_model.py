@@ -5,9 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from matching.ml.lookalike import kmeans
-from matching.ml.model import RALM, ModelConfig, ProductiveAttention, SeedSetAttention, TowerInput
+from matching.ml.model import (
+    RALM,
+    FieldSelfAttention,
+    ModelConfig,
+    ProductiveAttention,
+    SeedSetAttention,
+    TowerInput,
+    _bag,
+)
 from matching.ml.train import listwise_loss, logq_logits, pointwise_loss, triplet_loss
 
 GROUPS = (3, 4, 2)
@@ -77,6 +86,59 @@ def test_productive_attention_scores_follow_the_formula() -> None:
     manual = torch.softmax(torch.einsum("bhid,bhjd,hd->bhij", q, k, w[:, 0]) / 2.0, dim=-1)
     assert torch.allclose(layer.last_weights, expected, atol=1e-6)
     assert torch.allclose(expected, manual, atol=1e-6)
+
+
+def _reference_attention(layer: torch.nn.Module, x: torch.Tensor, productive: bool) -> torch.Tensor:
+    """The layer's maths in plain autograd, head by head."""
+    b, f, dim = x.shape
+    h, d = layer.heads, dim // layer.heads
+    q, k, v = layer.qkv(x).view(b, f, 3, h, d).permute(2, 0, 3, 1, 4)  # each (B, H, F, d)
+    w = layer.product_weights.unsqueeze(0) if productive else torch.ones(1, h, 1, d)
+    weights = torch.softmax((q * w) @ k.transpose(-1, -2) / d**0.5, dim=-1)
+    mixed = weights @ v
+    if productive:
+        mixed = q * mixed
+    return layer.out(mixed.permute(0, 2, 1, 3).reshape(b, f, dim))
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+@pytest.mark.parametrize("layer_class", [FieldSelfAttention, ProductiveAttention])
+def test_attention_layers_match_the_plain_maths_forward_and_backward(layer_class: type, heads: int) -> None:
+    """Training lays each head out contiguously, inference slices them in place: the same maths."""
+    layer = layer_class(dim=8, heads=heads)
+    if layer_class is ProductiveAttention:
+        with torch.no_grad():
+            layer.product_weights.uniform_(0.5, 1.5)
+    x = torch.rand(6, 5, 8, requires_grad=True)
+    y = layer(x)
+    expected = _reference_attention(layer, x, layer_class is ProductiveAttention)
+    assert torch.allclose(y, expected, atol=1e-6)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, [x, *layer.parameters()], g)
+    want = torch.autograd.grad(expected, [x, *layer.parameters()], g, allow_unused=True)
+    for a, b in zip(got, want, strict=True):
+        assert torch.allclose(a, b if b is not None else torch.zeros_like(a), atol=1e-5)
+    assert layer.last_weights.shape == (6, heads, 5, 5)
+    with torch.inference_mode():
+        assert torch.allclose(layer(x.detach()), expected.detach(), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean"])
+def test_bag_gradients_equal_embedding_bags(mode: str) -> None:
+    """The id bags' hand-written backward (a sparse product) against EmbeddingBag's own."""
+    weight = torch.randn(20, 4, requires_grad=True)
+    reference = weight.detach().clone().requires_grad_()
+    counts = torch.tensor([3, 0, 5, 1, 7, 0])  # empty bags too
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)[:-1]])
+    index = torch.tensor([2, 2, 7, 0, 1, 1, 1, 19, 5, 3, 3, 4, 2, 2, 8, 9])  # repeated members too
+    per_sample = torch.rand(len(index)) if mode == "sum" else None
+    out = _bag(weight, index, offsets, per_sample, mode)
+    expected = F.embedding_bag(index, reference, offsets, mode=mode, per_sample_weights=per_sample)
+    g = torch.randn_like(out)
+    out.backward(g)
+    expected.backward(g)
+    assert torch.allclose(out, expected)
+    assert torch.allclose(weight.grad, reference.grad, atol=1e-6)
 
 
 def test_pointwise_loss_on_a_hand_made_batch() -> None:

@@ -88,3 +88,15 @@ def test_breakdown_times_the_request_and_its_parts() -> None:
     report = _breakdown(people=4)
     assert report["people"] == 4
     assert report["total_p50_ms"] > 0 and report["candidates_p50_ms"] > 0 and report["context_p50_ms"] > 0
+
+
+@pytest.mark.django_db
+def test_a_big_city_without_a_model_to_import_is_refused_before_anything_runs() -> None:
+    """Training on a million people would take hours: the command says what to pass instead."""
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--model-from"):
+        call_command("bench_serving", users=1_000_000)
+    from users.models import User
+
+    assert not User.objects.exists()  # no city was generated

@@ -66,6 +66,9 @@ WRONG_SIZE = (
     "(one per size) or on the one it filled before"
 )
 PARTS = ("embed", "ann", "rank", "http", "breakdown")
+# Above this many people a model is imported (--model-from), never trained here: training on a
+# million people takes hours on two cores (the ranking head's cross-fitting).
+TRAIN_MAX_USERS = 100_000
 OPEN_LOOP_GRACE = 10.0  # seconds an open-loop phase may overrun before it stops sending
 
 
@@ -193,6 +196,12 @@ class Command(BaseCommand):
             raise CommandError("run with DEBUG=false: under DEBUG Django keeps every query")
         n: int = options["users"]
         report: dict[str, Any] = {"users": n, "load_before": _loadavg()}
+        if n > TRAIN_MAX_USERS and options["model_from"] is None and not _trained_on(n):
+            raise CommandError(
+                f"no model trained on {n:,} people is active, and training one here takes hours: pass "
+                "--model-from var/bench/model-10000.json (written by a run on a smaller city, as "
+                "scripts/bench_serving.sh does)"
+            )
         self._city(n, options["seed"], report)
         version = self._model(n, options["epochs"], options["model_from"], report)
         if "embed" not in options["skip"]:
@@ -448,6 +457,14 @@ def _celery_worker(*, concurrency: int) -> Iterator[tuple[subprocess.Popen[bytes
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=60)
+
+
+def _trained_on(n: int) -> bool:
+    """Whether the active model version was trained on ``n`` people (so no training is needed)."""
+    from matching.models import ModelVersion
+
+    version = ModelVersion.objects.filter(is_active=True).first()
+    return version is not None and int(version.metrics.get("users", 0)) == n
 
 
 def _breakdown(*, people: int) -> dict[str, Any]:

@@ -455,8 +455,15 @@ def _celery_worker(*, concurrency: int) -> Iterator[tuple[subprocess.Popen[bytes
                 raise CommandError("the Celery worker did not start")
         yield worker, queue
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=60)
+        # A warm shutdown: the main process alone is told, so the pool finishes what it runs (the
+        # re-embedding's last task deletes the set's inputs after marking it ready; SIGTERM to the
+        # whole group killed it half-way and left gigabytes behind). Killed if it hangs.
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=10)
 
 
 def _trained_on(n: int) -> bool:

@@ -58,10 +58,11 @@ def test_the_radius_applies_to_snapped_positions_not_exact_ones() -> None:
     inside_exactly = make_person("inside", near_centre - 45 * metre, LAT)  # exact: 975 m
     outside_exactly = make_person("outside", far_centre + 45 * metre, LAT)  # exact: 2025 m
     query = near_centre - 1020 * metre
-    one_km = {r[0] for r in nearby_candidates(me=me.pk, lon=query, lat=LAT, radius_km=1.0)}
+    one_km = set(nearby_candidates(me=me.pk, lon=query, lat=LAT, radius_km=1.0).ids.tolist())
     assert inside_exactly.pk not in one_km
     query = far_centre - 1980 * metre
-    two_km = {r[0]: r[4] for r in nearby_candidates(me=me.pk, lon=query, lat=LAT, radius_km=2.0)}
+    found = nearby_candidates(me=me.pk, lon=query, lat=LAT, radius_km=2.0)
+    two_km = dict(zip(found.ids.tolist(), found.distance_m.tolist(), strict=True))
     assert outside_exactly.pk in two_km and two_km[outside_exactly.pk] == pytest.approx(1980, abs=10)
 
 

@@ -168,8 +168,9 @@ def test_a_ranked_request_costs_the_same_four_queries_whatever_the_number_of_can
         counts.append((len(result.matches), len(queries)))
     (few, few_queries), (many, many_queries) = counts
     assert few == 1 and many == 11  # 16 people, minus the asker and their 4 friends
-    # profile, candidates, the pair context (impressions go to a Redis buffer)
-    assert (few_queries, many_queries) == (3, 3)
+    # profile, candidates, the pair context, names and interests of those shown (impressions go
+    # to a Redis buffer)
+    assert (few_queries, many_queries) == (4, 4)
 
 
 def test_mutual_friends_reason_matches_with_and_without_the_model() -> None:
@@ -197,7 +198,7 @@ def test_one_vectorised_pass_scores_like_the_per_pair_loop() -> None:
 def test_candidates_are_nearest_first_and_capped() -> None:
     served_city()
     me = Profile.objects.order_by("user_id").first()
-    rows = nearby_candidates(me=me.user_id, lon=me.location.x, lat=me.location.y, radius_km=30,
-                             cap=5)
-    distances = [r[4] for r in rows]
-    assert len(rows) == 5 and distances == sorted(distances)
+    found = nearby_candidates(me=me.user_id, lon=me.location.x, lat=me.location.y, radius_km=30, cap=5)
+    distances = found.distance_m.tolist()
+    assert len(found) == 5 and distances == sorted(distances)
+    assert me.user_id not in found.ids.tolist()

@@ -503,15 +503,15 @@ def _breakdown(*, people: int) -> dict[str, Any]:
         nearby_matches(user=profile.user)
         total = time.perf_counter() - started
         started = time.perf_counter()
-        rows = nearby_candidates(me=profile.user_id, lon=profile.location.x, lat=profile.location.y, radius_km=5.0)
+        found = nearby_candidates(me=profile.user_id, lon=profile.location.x, lat=profile.location.y, radius_km=5.0)
         candidates = time.perf_counter() - started
-        ids = np.array([r[0] for r in rows[:RERANK_POOL]], dtype=np.int64)
+        ids = found.ids[:RERANK_POOL]
         started = time.perf_counter()
         context = pair_context_load(me=profile.user_id, candidates=ids, serving=serving)
         loaded = time.perf_counter() - started
         started = time.perf_counter()
         if serving is not None and serving.pref is not None and len(ids):
-            pair_features_served(context, serving, distance_km=np.array([r[4] for r in rows[:RERANK_POOL]]) / 1000.0,
+            pair_features_served(context, serving, distance_km=found.distance_m[:RERANK_POOL] / 1000.0,
                                  my_birth_year=profile.birth_year, birth_years=np.full(len(ids), np.nan))
         features = time.perf_counter() - started
         if i >= warm_up:

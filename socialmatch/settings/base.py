@@ -53,6 +53,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# Sessions are read from Redis and written through to the database: a signed-in request (every
+# API call) reads its session without a query, and sessions outlive a Redis restart.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
 ROOT_URLCONF = "socialmatch.urls"
 WSGI_APPLICATION = "socialmatch.wsgi.application"
 ASGI_APPLICATION = "socialmatch.asgi.application"

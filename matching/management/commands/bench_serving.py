@@ -576,8 +576,11 @@ def _loadavg() -> list[float]:
 
 def _sessions(count: int) -> list[str]:
     """Session keys of ``count`` distinct people with a location, as Django's login makes them."""
+    from importlib import import_module
+
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
+
+    SessionStore = import_module(settings.SESSION_ENGINE).SessionStore  # noqa: N806 (Django's name)
 
     from users.models import User
 

@@ -138,10 +138,10 @@ def distance_bucket(km: float) -> str:
 # travels, in binary; names and interests are read for the people shown (``_shown``). At
 # 1,000,000 people, 400 people each asking both ways in turn: 17.7 ms with names, interests,
 # snapping and distance in the statement, 15.0 with snapping in numpy, 13.6 as here; most of
-# what is left is the index scan and the 500 rows it visits.
-# Exclusions are one uncorrelated subquery, hashed once. With the radius inside, or the point in a CTE, the planner
-# read everyone within the radius and sorted them instead (89 ms for 4,470 people at 10,000
-# users, and a 5 km radius holds 100 times more at 1,000,000).
+# what is left is the index scan and the 500 rows it visits. Exclusions are one uncorrelated
+# subquery, hashed once. With the radius inside, or the point in a CTE, the planner read
+# everyone within the radius and sorted them instead (89 ms for 4,470 people at 10,000 users,
+# and a 5 km radius holds 100 times more at 1,000,000).
 _CANDIDATES_SQL = """
 SELECT p.user_id, coalesce(p.birth_year, -1), ST_X(p.location::geometry), ST_Y(p.location::geometry)
 FROM users_profile p JOIN users_user u ON u.id = p.user_id

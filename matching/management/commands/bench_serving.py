@@ -457,7 +457,7 @@ def _celery_worker(*, concurrency: int) -> Iterator[tuple[subprocess.Popen[bytes
     finally:
         # A warm shutdown: the main process alone is told, so the pool finishes what it runs (the
         # re-embedding's last task deletes the set's inputs after marking it ready; SIGTERM to the
-        # whole group killed it half-way and left gigabytes behind). Killed if it hangs.
+        # whole group killed it half-way and left its files behind). Killed if it hangs.
         worker.send_signal(signal.SIGTERM)
         try:
             worker.wait(timeout=120)

@@ -35,7 +35,6 @@ Scheduling is debounced (``activity_recommendations_schedule``): a burst of join
 from __future__ import annotations
 
 import datetime as dt
-import math
 import time
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
@@ -48,6 +47,7 @@ from django.utils import timezone
 
 from activities.models import Activity, Participation
 from activities.services import RankedCandidate, activity_recommendations_store
+from matching.grid import cell_size
 from matching.services.nearby import distance_bucket
 from matching.serving import ServingSet, store
 from users.models import Profile
@@ -129,7 +129,7 @@ def local_slot(activity: Activity) -> tuple[int, dt.time, dt.time]:
 def _candidates(activity: Activity, seeds: list[int], interests: list[str], cap: int) -> list[tuple]:
     weekday, start, end = local_slot(activity)
     lon, lat = activity.location.x, activity.location.y
-    cell = float(settings.NEARBY_GRID_METRES) / max(math.cos(math.radians(lat)), 0.01)
+    cell = cell_size(float(settings.NEARBY_GRID_METRES), lat)  # nearby's grid: the same snapping
     with connection.cursor() as cursor:
         cursor.execute(_CANDIDATES_SQL, {
             "lon": lon, "lat": lat, "radius_m": activity.recruit_radius_km * 1000.0, "interests": interests,

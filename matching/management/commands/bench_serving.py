@@ -196,7 +196,7 @@ class Command(BaseCommand):
             raise CommandError("run with DEBUG=false: under DEBUG Django keeps every query")
         n: int = options["users"]
         report: dict[str, Any] = {"users": n, "load_before": _loadavg()}
-        if n > TRAIN_MAX_USERS and options["model_from"] is None and not _trained_on(n):
+        if n > TRAIN_MAX_USERS and options["model_from"] is None and not _trained_on(_active_version(), n):
             raise CommandError(
                 f"no model trained on {n:,} people is active, and training one here takes hours: pass "
                 "--model-from var/bench/model-10000.json (written by a run on a smaller city, as "
@@ -243,17 +243,16 @@ class Command(BaseCommand):
 
     # 2. ------------------------------------------------------------------------------------
     def _model(self, n: int, epochs: int, model_from: Path | None, report: dict[str, Any]) -> Any:
-        from matching.models import ModelVersion
         from matching.services.registry import model_version_activate
         from matching.services.training import model_train
 
-        version = ModelVersion.objects.filter(is_active=True).first()
+        version = _active_version()
         if model_from is not None:
             described = json.loads(model_from.read_text())
             if version is None or version.metrics.get("imported_sha256") != described["sha256"]:
                 imported = _import_model(described)
                 version = model_version_activate(version=imported, note="bench_serving import")
-        elif version is None or int(version.metrics.get("users", 0)) != n:
+        elif not _trained_on(version, n):
             started = time.perf_counter()
             version = model_train(epochs=epochs, folds=1, activate=True)
             report["train_seconds"] = round(time.perf_counter() - started, 1)
@@ -466,11 +465,14 @@ def _celery_worker(*, concurrency: int) -> Iterator[tuple[subprocess.Popen[bytes
             worker.wait(timeout=10)
 
 
-def _trained_on(n: int) -> bool:
-    """Whether the active model version was trained on ``n`` people (so no training is needed)."""
+def _active_version() -> Any:
     from matching.models import ModelVersion
 
-    version = ModelVersion.objects.filter(is_active=True).first()
+    return ModelVersion.objects.filter(is_active=True).first()
+
+
+def _trained_on(version: Any, n: int) -> bool:
+    """Whether ``version`` (the active one, or None) was trained on ``n`` people: nothing to train."""
     return version is not None and int(version.metrics.get("users", 0)) == n
 
 

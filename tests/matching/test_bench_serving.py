@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Iterator
@@ -100,3 +101,23 @@ def test_a_big_city_without_a_model_to_import_is_refused_before_anything_runs() 
     from users.models import User
 
     assert not User.objects.exists()  # no city was generated
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("fresh_serving")
+def test_paired_nearby_bench_times_both_versions_on_the_same_people() -> None:
+    """Against HEAD's nearby.py (the same code) the ratio is about one; a bad commit is refused."""
+    import json
+
+    from django.core.management import CommandError, call_command
+
+    from tests.matching.test_refresh import served_city
+
+    served_city()
+    out = io.StringIO()
+    call_command("bench_nearby_paired", against="HEAD", people=6, stdout=out)
+    report = json.loads(out.getvalue())
+    assert report["people"] >= 1 and report["this_p50_ms"] > 0 and report["other_p50_ms"] > 0
+    assert 0.2 < report["median_ratio_this_over_other"] < 5
+    with pytest.raises(CommandError, match="cannot read"):
+        call_command("bench_nearby_paired", against="no-such-commit", people=2)

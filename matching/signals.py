@@ -8,7 +8,8 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from activities.signals import activity_event, recommendations_stale
-from users.models import Availability, Connection, Profile
+from users.models import Availability, Connection, Profile, User
+from users.signals import discovery_changed
 
 
 def _schedule(user_id: int) -> None:
@@ -20,6 +21,30 @@ def _schedule(user_id: int) -> None:
 @receiver(post_save, sender=Profile, dispatch_uid="matching-profile-changed")
 def profile_changed(sender: type, instance: Profile, **kwargs: Any) -> None:
     _schedule(instance.user_id)
+    _moved_or_shown([instance.user_id])
+
+
+# Who people nearby may show, and where: each web process's in-memory map follows these.
+
+
+def _moved_or_shown(user_ids: list[int]) -> None:
+    from matching.people_map import people_changed
+
+    people_changed(user_ids)
+
+
+@receiver(post_delete, sender=Profile, dispatch_uid="matching-profile-deleted")
+@receiver(post_save, sender=User, dispatch_uid="matching-user-changed")
+@receiver(post_delete, sender=User, dispatch_uid="matching-user-deleted")
+def user_or_profile_changed(sender: type, instance: User | Profile, **kwargs: Any) -> None:
+    if kwargs.get("update_fields") and set(kwargs["update_fields"]) <= {"last_login", "password"}:
+        return  # signing in changes nothing people nearby show
+    _moved_or_shown([instance.pk if isinstance(instance, User) else instance.user_id])
+
+
+@receiver(discovery_changed, dispatch_uid="matching-discovery-changed")
+def discovery_changed_in_bulk(sender: type, user_ids: list[int], **kwargs: Any) -> None:
+    _moved_or_shown(list(user_ids))
 
 
 @receiver(post_save, sender=Availability, dispatch_uid="matching-availability-changed")

@@ -41,6 +41,15 @@ def fresh_serving(tmp_path: Path, settings: object) -> None:
 
 
 @pytest.fixture(autouse=True)
+def fresh_people_map() -> None:
+    """Each test's people nearby come from its own database: the process's map is read again
+    on first use (the map follows changes within a test through its change log)."""
+    from matching.people_map import people_map
+
+    people_map.reset()
+
+
+@pytest.fixture(autouse=True)
 def fresh_arm_cache() -> None:
     """Each web process keeps the ranking default and running experiments for two seconds;
     every test starts from what its own database and Redis say."""

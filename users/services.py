@@ -14,6 +14,7 @@ from django.utils import timezone
 from users.geo import robust_centre
 from users.models import Availability, Block, Connection, LocationPing, Notification, Profile, User
 from users.selectors import display_name
+from users.signals import discovery_changed
 
 # How much location history the home location is computed from.
 HOME_HISTORY_DAYS = 90
@@ -36,9 +37,11 @@ def users_set_suspended(*, users: QuerySet[User] | Iterable[User], suspended: bo
     """
     ids = _ids(users)
     with transaction.atomic():
-        return User.objects.filter(pk__in=ids, is_staff=False).update(
+        changed = User.objects.filter(pk__in=ids, is_staff=False).update(
             is_suspended=suspended, is_active=not suspended
         )
+        discovery_changed.send(sender=User, user_ids=ids)
+        return changed
 
 
 def _ids(users: QuerySet[User] | Iterable[User]) -> list[int]:
@@ -48,8 +51,11 @@ def _ids(users: QuerySet[User] | Iterable[User]) -> list[int]:
 
 
 def _set_flag(users: QuerySet[User] | Iterable[User], **flag: bool) -> int:
+    ids = _ids(users)
     with transaction.atomic():
-        return User.objects.filter(pk__in=_ids(users)).update(**flag)
+        changed = User.objects.filter(pk__in=ids).update(**flag)
+        discovery_changed.send(sender=User, user_ids=ids)
+        return changed
 
 
 def profile_location_refresh(*, user_id: int, now: dt.datetime | None = None) -> Profile | None:

@@ -4,8 +4,10 @@
 
 1. Candidates: discoverable, active, unhidden, unsuspended people within the radius, nearest
    first up to ``CANDIDATE_CAP`` (in a dense city "everyone within 5 km" is tens of thousands),
-   minus the asker, anyone blocked either way and, by default, existing connections. One raw SQL
-   selector below, a nearest-first scan of the GiST index on profiles' locations.
+   minus the asker, anyone blocked either way and, by default, existing connections. They come
+   from the process's in-memory map of everyone who may be shown (``matching.people_map``, kept
+   current from a change log); who the asker never sees is read with the asker's own row, and
+   the people an answer finally shows are read once more, eligibility checked, with their names.
 2. Privacy: every candidate's position is snapped to a grid of ``NEARBY_GRID_METRES`` (100 m by
    default, ``matching.grid``) before any distance is computed, and the radius applies to the
    snapped distance, so neither the distance, the order of results nor who is within the radius
@@ -48,7 +50,6 @@ from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
-from matching.grid import snapped_distance_m
 from matching.ml.features import log_cap
 from matching.ml.fusion import fuse
 from matching.ml.pairs import (
@@ -59,6 +60,7 @@ from matching.ml.pairs import (
     haversine_km,
 )
 from matching.ml.person_rows import PersonRows, spot_keys, spot_unpack
+from matching.people_map import Nearest, people_map
 from matching.services.experiments import serving_arm
 from matching.services.impressions import impressions_record
 from matching.serving import ServingSet, store
@@ -131,39 +133,19 @@ def distance_bucket(km: float) -> str:
     return f"> {BUCKETS_KM[-1]} km"
 
 
-# A nearest-first scan of the GiST index on profiles (``ORDER BY location <-> point`` with the
-# point a constant, then LIMIT): it stops after ``cap`` people that pass the filters, however many
-# live within the radius. Snapping, the distance and the radius are applied to those in numpy
-# (``matching.grid``), so the radius too sees only snapped positions. Only what ranking reads
-# travels, in binary; names and interests are read for the people shown (``_shown``). At
-# 1,000,000 people, 400 people each asking both ways in turn: 17.7 ms with names, interests,
-# snapping and distance in the statement, 15.0 with snapping in numpy, 13.6 as here; most of
-# what is left is the index scan and the 500 rows it visits. Exclusions are one uncorrelated
-# subquery, hashed once. With the radius inside, or the point in a CTE, the planner read
-# everyone within the radius and sorted them instead (89 ms for 4,470 people at 10,000 users,
-# and a 5 km radius holds 100 times more at 1,000,000).
-_CANDIDATES_SQL = """
-SELECT p.user_id, coalesce(p.birth_year, -1), ST_X(p.location::geometry), ST_Y(p.location::geometry)
-FROM users_profile p JOIN users_user u ON u.id = p.user_id
-WHERE p.location IS NOT NULL AND p.discoverable
-  AND u.is_active AND NOT u.is_hidden AND NOT u.is_suspended
-  AND p.user_id <> %(me)s
-  AND p.user_id NOT IN (
-      SELECT blocked_id FROM users_block WHERE blocker_id = %(me)s
+# Who the asker never sees, whoever is near: blocked either way, connected or asked (unless
+# ``include_connected``), passed on lately. Read with the asker's own row, in the same statement.
+_EXCLUDED_SQL = """
+ARRAY(SELECT blocked_id FROM users_block WHERE blocker_id = %(me)s
       UNION ALL SELECT blocker_id FROM users_block WHERE blocked_id = %(me)s
       UNION ALL SELECT to_user_id FROM users_connection
-      WHERE from_user_id = %(me)s AND status IN ('accepted', 'pending')
-        AND NOT %(include_connected)s
+      WHERE from_user_id = %(me)s AND status IN ('accepted', 'pending') AND NOT %(include_connected)s
       UNION ALL SELECT from_user_id FROM users_connection
-      WHERE to_user_id = %(me)s AND status IN ('accepted', 'pending')
-        AND NOT %(include_connected)s
+      WHERE to_user_id = %(me)s AND status IN ('accepted', 'pending') AND NOT %(include_connected)s
       UNION ALL SELECT target_user_id FROM matching_interaction
       WHERE actor_id = %(me)s AND kind = 'pass' AND target_user_id IS NOT NULL
         AND occurred_at > now() - make_interval(days => %(pass_days)s))
-ORDER BY p.location <-> ST_SetSRID(ST_MakePoint(%(lon)s, %(lat)s), 4326)::geography
-LIMIT %(cap)s
 """
-
 
 def _mutual_friends(me: int, others: list[int]) -> dict[int, int]:
     if not others:
@@ -213,50 +195,59 @@ def _fetch_prepared(sql: str, params: dict[str, object], *, binary: bool = False
     return rows
 
 
+# The asker's own position, interests and birth year, and who they never see (one row even
+# for someone without a profile); and the names and interests of the people an answer shows (or
+# the rules compare), read only for those who may still be shown: the people map (step 1) can be
+# a moment behind a change, this read never is. Prepared statements as the others: through the
+# ORM each cost about a millisecond more, most of it building the query.
+_ASKER_SQL = f"""
+SELECT ST_X(p.location::geometry), ST_Y(p.location::geometry), p.interests, p.birth_year, {_EXCLUDED_SQL}
+FROM (SELECT 1) AS one LEFT JOIN users_profile p ON p.user_id = %(me)s
+"""
+_SHOWN_SQL = """
+SELECT p.user_id, p.display_name, p.interests FROM users_profile p JOIN users_user u ON u.id = p.user_id
+WHERE p.user_id = ANY(%(ids)s)
+  AND p.location IS NOT NULL AND p.discoverable AND u.is_active AND NOT u.is_hidden AND NOT u.is_suspended
+"""
+# People read for an answer beyond ``limit``, so that one who may no longer be shown leaves a
+# place the next one takes.
+SHOWN_SPARE = 5
+
+
 @dataclass
-class Candidates:
-    """People nearby, nearest (snapped) first, ties by id: database ids, birth years (NaN where
-    unknown) and snapped distances in metres, one entry per person."""
+class Asker:
+    lon: float | None
+    lat: float | None
+    interests: list[str]
+    birth_year: int | None
+    excluded: np.ndarray  # ids never shown to them (blocked, connected, passed on)
 
-    ids: np.ndarray
-    birth_years: np.ndarray
-    distance_m: np.ndarray
 
-    def __len__(self) -> int:
-        return len(self.ids)
+def _asker(me: int, *, include_connected: bool) -> Asker:
+    rows = _fetch_prepared(_ASKER_SQL, {
+        "me": me, "include_connected": include_connected, "pass_days": int(settings.NEARBY_PASS_DAYS),
+    }, binary=True)
+    lon, lat, interests, year, excluded = rows[0]
+    return Asker(lon=lon, lat=lat, interests=list(interests or []), birth_year=year,
+                 excluded=np.array([me, *excluded], dtype=np.int64))
 
 
 def nearby_candidates(
     *, me: int, lon: float, lat: float, radius_km: float, cap: int = CANDIDATE_CAP,
-    include_connected: bool = False,
-) -> Candidates:
-    """The ``cap`` nearest people who may be shown to ``me`` and whose snapped position is
-    within the radius."""
-    rows = _fetch_prepared(_CANDIDATES_SQL, {
-        "lon": float(lon), "lat": float(lat), "me": me, "cap": int(cap),
-        "include_connected": include_connected, "pass_days": int(settings.NEARBY_PASS_DAYS),
-    }, binary=True)
-    table = np.array(rows, dtype=np.float64).reshape(-1, 4)  # ids < 2**53 are exact
-    metres = snapped_distance_m(table[:, 2], table[:, 3], float(lon), float(lat), float(settings.NEARBY_GRID_METRES))
-    ids = table[:, 0].astype(np.int64)
-    order = np.lexsort((ids, metres))
-    order = order[metres[order] <= radius_km * 1000.0]
-    years = table[order, 1]
-    return Candidates(ids=ids[order], birth_years=np.where(years < 0, np.nan, years), distance_m=metres[order])
-
-
-# The asker's own position, interests and birth year; and the names and interests of the people
-# an answer shows (or the rules compare). Prepared statements as the others: through the ORM
-# each cost about a millisecond more, most of it building the query.
-_ASKER_SQL = """
-SELECT ST_X(location::geometry), ST_Y(location::geometry), interests, birth_year
-FROM users_profile WHERE user_id = %(me)s
-"""
-_SHOWN_SQL = "SELECT user_id, display_name, interests FROM users_profile WHERE user_id = ANY(%(ids)s)"
+    include_connected: bool = False, excluded: np.ndarray | None = None,
+) -> Nearest:
+    """The ``cap`` people nearest by snapped distance who may be shown to ``me``, within the
+    radius, from the people map; ``excluded`` (the asker included), when the caller has read it."""
+    if excluded is None:
+        excluded = _asker(me, include_connected=include_connected).excluded
+    return people_map.nearest(
+        lon=float(lon), lat=float(lat), radius_m=radius_km * 1000.0, cap=int(cap),
+        grid_m=float(settings.NEARBY_GRID_METRES), excluded=excluded,
+    )
 
 
 def _shown(ids: list[int]) -> dict[int, tuple[str, list[str]]]:
-    """Display name and interests of each of ``ids``: one indexed read."""
+    """Display name and interests of each of ``ids`` who may be shown: one indexed read."""
     if not ids:
         return {}
     rows = _fetch_prepared(_SHOWN_SQL, {"ids": ids}, binary=True)
@@ -269,15 +260,15 @@ def nearby_matches(
 ) -> NearbyResult:
     if not 0 < radius_km <= MAX_RADIUS_KM or not 1 <= limit <= MAX_LIMIT:
         raise NearbyError("radius or limit out of range")  # the API validates first; services check too
-    mine = _fetch_prepared(_ASKER_SQL, {"me": user.pk}, binary=True)
-    my_lon, my_lat, my_interest_list, my_year = mine[0] if mine else (None, None, [], None)
+    asker = _asker(user.pk, include_connected=include_connected)
+    my_interest_list, my_year = asker.interests, asker.birth_year
     if lon is None or lat is None:
-        if my_lon is None:
+        if asker.lon is None:
             raise NearbyError(NO_LOCATION)
-        lon, lat = my_lon, my_lat
+        lon, lat = asker.lon, asker.lat
     query_point_check(user_id=user.pk, lon=lon, lat=lat)
     found_nearby = nearby_candidates(
-        me=user.pk, lon=lon, lat=lat, radius_km=radius_km, include_connected=include_connected,
+        me=user.pk, lon=lon, lat=lat, radius_km=radius_km, excluded=asker.excluded,
     )
     if not len(found_nearby):
         return NearbyResult(ranker="rules", model_version="", matches=[])
@@ -336,16 +327,15 @@ def nearby_matches(
     if "freshness" in arm.objectives:
         objectives["freshness"] = _freshness(ids, pool)
     score = fuse(objectives, arm.objectives)
-    order = pool[np.lexsort((ids[pool], -score[pool]))][:limit]
-    if mutual is None:
-        mutual = _mutual_friends(user.pk, [int(ids[i]) for i in order])
+    order = pool[np.lexsort((ids[pool], -score[pool]))][:limit + SHOWN_SPARE]
     if not shown:
         shown = _shown([int(ids[i]) for i in order])
+    order = np.array([i for i in order if int(ids[i]) in shown], dtype=np.int64)[:limit]
+    if mutual is None:
+        mutual = _mutual_friends(user.pk, [int(ids[i]) for i in order])
     matches = []
     for i in order:
         user_id = int(ids[i])
-        if user_id not in shown:  # their profile went between the two reads
-            continue
         name, interests = shown[user_id]
         matches.append(Match(
             user_id=user_id, display_name=name, distance_bucket=distance_bucket(float(distance_km[i])),
@@ -780,7 +770,7 @@ def rank_speed(*, candidates: int = 1000, repeat: int = 20) -> dict[str, float]:
     if model is None:
         raise NearbyError("the served set's model cannot be loaded")
     rng = np.random.default_rng(0)
-    best: tuple[Candidates, Profile] | None = None
+    best: tuple[Nearest, Profile] | None = None
     sample = rng.choice(serving.ids, size=min(20, len(serving.ids)), replace=False)
     for profile in Profile.objects.filter(user_id__in=sample.tolist(), location__isnull=False):
         found = nearby_candidates(me=profile.user_id, lon=profile.location.x, lat=profile.location.y,

@@ -1,5 +1,5 @@
-"""matching.grid: snapping and distances in numpy agree with PostGIS; nearby candidates come from
-a nearest-first index scan and the radius applies to snapped positions."""
+"""matching.grid: snapping and distances in numpy agree with PostGIS; the radius of nearby
+candidates applies to snapped positions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 
 from matching.grid import MERCATOR_R, cell_size, distance_m, snapped_distance_m
-from matching.services.nearby import _CANDIDATES_SQL, nearby_candidates
+from matching.services.nearby import _ASKER_SQL, nearby_candidates
 from tests.conftest import make_person
 
 pytestmark = pytest.mark.django_db
@@ -66,21 +66,7 @@ def test_the_radius_applies_to_snapped_positions_not_exact_ones() -> None:
     assert outside_exactly.pk in two_km and two_km[outside_exactly.pk] == pytest.approx(1980, abs=10)
 
 
-def test_candidates_statement_is_a_nearest_first_index_scan() -> None:
-    make_person("me", LON, LAT)
-    with connection.cursor() as cursor:
-        # A test's tables are tiny and sorting them is cheapest: ask whether the index can give
-        # the order (its expression matches the statement's), not whether the planner would.
-        cursor.execute("SET enable_sort = off")
-        cursor.execute("EXPLAIN " + _CANDIDATES_SQL, {
-            "lon": LON, "lat": LAT, "me": 0, "cap": 500, "include_connected": False, "pass_days": 30,
-        })
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-        cursor.execute("RESET enable_sort")
-    assert "users_profile_location" in plan and "Sort" not in plan  # nearest-first from the index itself
-
-
-def test_the_candidates_statement_is_prepared_and_django_queries_are_not() -> None:
+def test_the_asker_statement_is_prepared_and_django_queries_are_not() -> None:
     """Django turns psycopg's prepared statements off; the nearby statements turn them back on
     for themselves only (planning them every request cost about 7% of a request)."""
     me = make_person("me", LON, LAT)
@@ -90,5 +76,5 @@ def test_the_candidates_statement_is_prepared_and_django_queries_are_not() -> No
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements")
         prepared = cursor.fetchall()
-    first_line = _CANDIDATES_SQL.strip().splitlines()[0]
+    first_line = _ASKER_SQL.strip().splitlines()[0]
     assert [(statement.strip().splitlines()[0], runs) for statement, runs in prepared] == [(first_line, 3)]

@@ -84,6 +84,12 @@ def test_no_coordinates_of_other_people_anywhere_in_the_response(me: User) -> No
         assert needle not in text
 
 
+def _move(user: User, lon: float) -> None:
+    profile = Profile.objects.get(user=user)
+    profile.location = Point(lon, LAT, srid=4326)
+    profile.save()  # as the app saves a new location (people nearby follow saves)
+
+
 def test_moving_within_a_grid_cell_changes_neither_distance_nor_score() -> None:
     """Scores come from positions snapped to the 100 m grid: a 40 m move inside a cell is invisible."""
     me = make_person("me", LON, LAT)
@@ -94,10 +100,10 @@ def test_moving_within_a_grid_cell_changes_neither_distance_nor_score() -> None:
     centre_lon = k * cell / radius * 180 / math.pi
     other = make_person("other", centre_lon - 0.00024, LAT)  # ~20 m west of the cell centre
     first = client_for(me).get(URL).json()["results"][0]
-    Profile.objects.filter(user=other).update(location=Point(centre_lon + 0.00024, LAT, srid=4326))  # ~20 m east
+    _move(other, centre_lon + 0.00024)  # ~20 m east
     second = client_for(me).get(URL).json()["results"][0]
     assert first["score"] == second["score"] and first["distance"] == second["distance"]
-    Profile.objects.filter(user=other).update(location=Point(centre_lon + 0.01, LAT, srid=4326))  # ~850 m east
+    _move(other, centre_lon + 0.01)  # ~850 m east
     third = client_for(me).get(URL).json()["results"][0]
     assert third["score"] < first["score"]
 

@@ -153,7 +153,7 @@ def served_city_from_existing() -> None:
     embeddings_finish(set_id=embedding_set.pk)
 
 
-def test_a_ranked_request_costs_the_same_four_queries_whatever_the_number_of_candidates() -> None:
+def test_a_ranked_request_costs_the_same_three_queries_whatever_the_number_of_candidates() -> None:
     served_city()
     me = Profile.objects.order_by("user_id").first().user
     assert store.current() is not None
@@ -168,9 +168,9 @@ def test_a_ranked_request_costs_the_same_four_queries_whatever_the_number_of_can
         counts.append((len(result.matches), len(queries)))
     (few, few_queries), (many, many_queries) = counts
     assert few == 1 and many == 11  # 16 people, minus the asker and their 4 friends
-    # profile, candidates, the pair context, names and interests of those shown (impressions go
-    # to a Redis buffer)
-    assert (few_queries, many_queries) == (4, 4)
+    # the asker's profile and exclusions, the pair context, names and interests of those shown
+    # (candidates come from the people map, impressions go to a Redis buffer)
+    assert (few_queries, many_queries) == (3, 3)
 
 
 def test_mutual_friends_reason_matches_with_and_without_the_model() -> None:

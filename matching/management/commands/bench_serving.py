@@ -30,8 +30,8 @@ Runs on whatever database ``DATABASE_URL`` names (a throwaway one: see docs/BENC
    queue), which gives p50 and p99; then closed loop at ``--concurrency`` for the most
    requests/s the server sustains.
 7. Breakdown: in-process, where a request's time goes (``_breakdown``): the whole
-   ``nearby_matches`` and its candidates statement, pair context and pair features, medians
-   over ``--breakdown-people`` random people.
+   ``nearby_matches`` and its candidates (exclusions and the people map), pair context and pair
+   features, medians over ``--breakdown-people`` random people.
 """
 
 from __future__ import annotations
@@ -479,8 +479,9 @@ def _trained_on(version: Any, n: int) -> bool:
 def _breakdown(*, people: int) -> dict[str, Any]:
     """Where a nearby request's time goes, in-process (no HTTP): medians over ``people`` random
     people with a location of ``nearby_matches`` whole, and of its three largest parts run on
-    their own for the same person: the candidates statement, the pair context (statement and
-    set rows, for the ``RERANK_POOL`` nearest) and the pair features. Milliseconds."""
+    their own for the same person: the candidates (the asker's exclusions statement and the
+    people map), the pair context (statement and set rows, for the ``RERANK_POOL`` nearest) and
+    the pair features. Milliseconds."""
     from django.core.cache import cache
 
     from matching.services.nearby import (

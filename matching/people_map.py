@@ -1,0 +1,395 @@
+"""Everyone people nearby may show, held in memory: a nearby request's candidates without a scan.
+
+At 1,000,000 people the nearest-first scan of the GiST index (500 people, their heap rows and
+the visibility checks) was about 13 ms of a 35 ms request, most of it in PostgreSQL. Each web
+process instead keeps the people who may appear (discoverable, active, unhidden, unsuspended,
+with a location): ids, positions and birth years, 28 bytes a person, sorted by a square bucket of
+web-mercator space, so that the people of any square of buckets are one slice per bucket row.
+
+How it stays current:
+
+1. Loading: one binary COPY of the eligible people, with the position in the change log (below)
+   noted first; a process loads on first use (about a second at 1,000,000 people).
+2. Changes: whatever can move a person, hide or show them (a profile saved or deleted, a user
+   saved or deleted, staff hiding or suspending people in bulk) announces the user ids in a Redis
+   stream (``people_changed``), once when written (the writing connection, and so tests, sees its
+   own change at once) and once more when the transaction commits (every other process then reads
+   the committed row). Each query first reads the stream from where this process stopped and
+   re-reads those people's rows: the dead base rows are masked, the live ones go to a small
+   overlay. The overlay is merged into the base when it grows past ``OVERLAY_MAX``.
+3. Safety nets: when the stream was trimmed past what this process has read, and every
+   ``RELOAD_SECONDS`` in any case (for writes that bypass the announcements: raw SQL, COPY), a
+   fresh copy is loaded in a background thread while the old one keeps serving. And the people a
+   response shows are checked against the database once more (``matching.services.nearby``), so
+   a stale map can cost a place in a list but never show someone who may not be shown.
+
+Query (``nearest``): squares of buckets around the query point, doubling in size, until the
+people they hold include ``cap`` whose grid-snapped distance is within the radius the square
+is guaranteed to cover (or the square covers the whole radius); those are sorted by snapped
+distance, then id. Snapping is the request's (``matching.grid``), so the order and the cap see
+only snapped positions, as the radius does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.core.cache import cache
+from django.db import connection, transaction
+
+from matching.feature_store import copy_rows
+from matching.grid import MERCATOR_R, snapped_distance_m
+
+logger = logging.getLogger(__name__)
+
+# Web-mercator units of a bucket's side (about 300 m on the ground at 40 degrees of latitude):
+# in a dense city the first square of 3 x 3 buckets holds a few hundred people.
+BUCKET = 400.0
+OVERLAY_MAX = 20_000  # changed people kept apart before they are merged into the base
+RELOAD_SECONDS = 900.0  # a fresh copy from the database at least this often (in the background)
+STREAM_KEY = "matching:people-map:changes"
+STREAM_MAXLEN = 200_000  # entries kept (approximately); a process further behind reloads
+_ROW_OFFSET = 1 << 24  # bucket coordinates are shifted positive before they are packed into keys
+_KEY_ROW = 1 << 26
+_HALF_WORLD = math.pi * MERCATOR_R  # web-mercator x of the antimeridian
+_WORLD = 2 * _HALF_WORLD
+
+# The people nearby may show, as ``nearby_candidates`` filtered them before: one row each.
+_ELIGIBLE = """
+SELECT p.user_id, coalesce(p.birth_year, -1)::int8, ST_X(p.location::geometry), ST_Y(p.location::geometry)
+FROM users_profile p JOIN users_user u ON u.id = p.user_id
+WHERE p.location IS NOT NULL AND p.discoverable AND u.is_active AND NOT u.is_hidden AND NOT u.is_suspended
+"""
+_COLUMNS = (("id", "i8"), ("year", "i8"), ("lon", "f8"), ("lat", "f8"))
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """People nearest a point, nearest (snapped) first, ties by id: ids, birth years (NaN where
+    unknown) and snapped distances in metres."""
+
+    ids: np.ndarray
+    birth_years: np.ndarray
+    distance_m: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class _Base:
+    """The bulk of the map, sorted by bucket key; replaced whole, never changed in place."""
+
+    keys: np.ndarray  # (n,) int64 bucket keys, sorted
+    ids: np.ndarray  # (n,) int64
+    lon: np.ndarray  # (n,) float64 degrees
+    lat: np.ndarray
+    years: np.ndarray  # (n,) float64, NaN where unknown
+    by_id: np.ndarray  # (n,) rows in the order of their ids
+    sorted_ids: np.ndarray  # ids[by_id]
+
+    @classmethod
+    def build(cls, ids: np.ndarray, lon: np.ndarray, lat: np.ndarray, years: np.ndarray) -> _Base:
+        keys = _keys(lon, lat)
+        order = np.lexsort((ids, keys))
+        ids, lon, lat, years, keys = ids[order], lon[order], lat[order], years[order], keys[order]
+        by_id = np.argsort(ids, kind="stable")
+        return cls(keys=keys, ids=ids, lon=lon, lat=lat, years=years, by_id=by_id, sorted_ids=ids[by_id])
+
+    def rows_of(self, user_ids: np.ndarray) -> np.ndarray:
+        """Base rows of ``user_ids`` that are in the base."""
+        if not len(self.ids):
+            return np.zeros(0, dtype=np.int64)
+        at = np.searchsorted(self.sorted_ids, user_ids).clip(0, len(self.ids) - 1)
+        return self.by_id[at[self.sorted_ids[at] == user_ids]]
+
+
+@dataclass(frozen=True)
+class _State:
+    """One consistent view: queries take it whole, changes replace it whole."""
+
+    base: _Base
+    dead: np.ndarray  # (n,) bool: base rows that changed since (their current row is in the overlay, if any)
+    overlay: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # id -> lon, lat, year
+    overlay_arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def _mercator(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.radians(lon) * MERCATOR_R
+    y = np.log(np.tan(np.pi / 4 + np.radians(np.clip(lat, -85.0, 85.0)) / 2)) * MERCATOR_R
+    return x, y
+
+
+def _keys(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    x, y = _mercator(np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64))
+    bx = np.floor(x / BUCKET).astype(np.int64) + _ROW_OFFSET
+    by = np.floor(y / BUCKET).astype(np.int64) + _ROW_OFFSET
+    return by * _KEY_ROW + bx
+
+
+def _overlay_arrays(overlay: dict[int, tuple[float, float, float]]) -> tuple[np.ndarray, ...]:
+    ids = np.fromiter(overlay.keys(), dtype=np.int64, count=len(overlay))
+    values = np.array(list(overlay.values()), dtype=np.float64).reshape(-1, 3)
+    return ids, values[:, 0], values[:, 1], values[:, 2]
+
+
+def _years(raw: np.ndarray) -> np.ndarray:
+    years = np.asarray(raw, dtype=np.float64)
+    return np.where(years < 0, np.nan, years)
+
+
+class PeopleMap:
+    """One process's map of the people nearby may show (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changes_lock = threading.Lock()
+        self._state: _State | None = None
+        self._stream_at = "0-0"  # the last change-log entry taken in
+        self._stream_seen = 0  # the log's count of entries ever added, as of ``_stream_at``
+        self._loaded_at = 0.0
+        self._reloading = False
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def nearest(
+        self, *, lon: float, lat: float, radius_m: float, cap: int, grid_m: float,
+        excluded: np.ndarray | None = None,
+    ) -> Nearest:
+        """The ``cap`` people nearest (``lon``, ``lat``) by snapped distance, within ``radius_m``
+        of it, minus ``excluded`` ids."""
+        state = self.current()
+        base = state.base
+        excluded = np.zeros(0, dtype=np.int64) if excluded is None else np.asarray(excluded, dtype=np.int64)
+        x0, y0 = _mercator(np.array([lon], dtype=np.float64), np.array([lat], dtype=np.float64))
+        bx0 = int(math.floor(x0[0] / BUCKET)) + _ROW_OFFSET
+        by0 = int(math.floor(y0[0] / BUCKET)) + _ROW_OFFSET
+        # Ground metres per mercator unit, at worst, anywhere within the radius (50 km at most:
+        # under half a degree of latitude), and how far snapping can move a person.
+        scale = math.cos(math.radians(min(abs(lat) + radius_m / 100_000.0, 89.0)))
+        snap_slack = grid_m * 0.75
+        reach = int(math.ceil((radius_m + snap_slack) / (BUCKET * scale))) + 1
+        if state.overlay_arrays is not None:
+            o_ids, o_lon, o_lat, o_years = state.overlay_arrays
+            keep = ~np.isin(o_ids, excluded)
+            o_ids, o_lon, o_lat, o_years = o_ids[keep], o_lon[keep], o_lat[keep], o_years[keep]
+            o_dist = snapped_distance_m(o_lon, o_lat, lon, lat, grid_m)
+        else:
+            o_ids = np.zeros(0, dtype=np.int64)
+            o_lon = o_lat = o_years = o_dist = np.zeros(0)
+        # Near the antimeridian a square also reaches round the other side of the world: the
+        # same square around the query point's image there.
+        centres = [bx0]
+        for shift in (-_WORLD, _WORLD):
+            image = x0[0] + shift
+            if abs(image) - reach * BUCKET < _HALF_WORLD:
+                centres.append(int(math.floor(image / BUCKET)) + _ROW_OFFSET)
+        r = 1
+        while True:
+            r = min(r, reach)
+            rows = np.concatenate([self._square(base, bx, by0, r) for bx in centres])
+            rows = rows[~state.dead[rows]]
+            if len(excluded):
+                rows = rows[~np.isin(base.ids[rows], excluded)]
+            covered = r * BUCKET * scale - snap_slack
+            enough = len(rows) + len(o_ids) >= cap
+            if enough or r >= reach:
+                dist = snapped_distance_m(base.lon[rows], base.lat[rows], lon, lat, grid_m)
+                limit = min(covered, radius_m) if r < reach else radius_m
+                inside = dist <= limit
+                o_inside = o_dist <= limit
+                if r >= reach or inside.sum() + o_inside.sum() >= cap:
+                    ids = np.concatenate([base.ids[rows[inside]], o_ids[o_inside]])
+                    years = np.concatenate([base.years[rows[inside]], o_years[o_inside]])
+                    metres = np.concatenate([dist[inside], o_dist[o_inside]])
+                    order = np.lexsort((ids, metres))[:cap]
+                    return Nearest(ids=ids[order], birth_years=years[order], distance_m=metres[order])
+            r *= 2
+
+    @staticmethod
+    def _square(base: _Base, bx0: int, by0: int, r: int) -> np.ndarray:
+        """Base rows in the buckets within ``r`` of (``bx0``, ``by0``): one slice per bucket row."""
+        rows_y = np.arange(by0 - r, by0 + r + 1, dtype=np.int64) * _KEY_ROW
+        starts = np.searchsorted(base.keys, rows_y + (bx0 - r), side="left")
+        ends = np.searchsorted(base.keys, rows_y + (bx0 + r), side="right")
+        lengths = ends - starts
+        total = int(lengths.sum())
+        if not total:
+            return np.zeros(0, dtype=np.int64)
+        offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return np.repeat(starts, lengths) + offsets
+
+    def __len__(self) -> int:
+        state = self.current()
+        return int((~state.dead).sum()) + len(state.overlay)
+
+    # -- keeping current ----------------------------------------------------------------------
+
+    def current(self) -> _State:
+        """The map as of now: loaded on first use, then brought up to date with the change log."""
+        if self._state is None:
+            with self._lock:
+                if self._state is None:
+                    self._state, (self._stream_at, self._stream_seen) = self._load()
+                    self._loaded_at = time.monotonic()
+        else:
+            self._take_changes()
+            if time.monotonic() - self._loaded_at > RELOAD_SECONDS:
+                self._reload_in_background()
+        assert self._state is not None
+        return self._state
+
+    def _load(self) -> tuple[_State, tuple[str, int]]:
+        at = _stream_position()  # before the copy: a change made during it is read again after
+        rows = copy_rows(_ELIGIBLE, [], _COLUMNS)
+        base = _Base.build(rows["id"], rows["lon"], rows["lat"], _years(rows["year"]))
+        return _State(base=base, dead=np.zeros(len(base.ids), dtype=bool)), at
+
+    def _reload_in_background(self) -> None:
+        with self._lock:
+            if self._reloading:
+                return
+            self._reloading = True
+            self._loaded_at = time.monotonic()  # no second reload while this one runs
+
+        def run() -> None:
+            from django.db import close_old_connections
+
+            try:
+                state, at = self._load()
+                with self._changes_lock, self._lock:
+                    self._state, (self._stream_at, self._stream_seen) = state, at
+            except Exception:  # noqa: BLE001 - the old map keeps serving
+                logger.exception("people map: reload failed; serving the old one")
+            finally:
+                self._reloading = False
+                close_old_connections()
+                connection.close()  # this thread's own connection
+
+        threading.Thread(target=run, name="people-map-reload", daemon=True).start()
+
+    def _take_changes(self) -> None:
+        with self._changes_lock:  # one reader at a time, so the position moves only forward
+            try:
+                entries, added, missed = _stream_since(self._stream_at, self._stream_seen)
+            except Exception:  # noqa: BLE001 - Redis trouble: serve what we have
+                logger.warning("people map: cannot read the change log", exc_info=True)
+                return
+            if entries:
+                changed = np.unique(np.array([int(user_id) for _, user_id in entries], dtype=np.int64))
+                self.apply(changed)
+                self._stream_at = entries[-1][0]
+            self._stream_seen = added
+        if missed:
+            self._reload_in_background()
+
+    def apply(self, user_ids: np.ndarray) -> None:
+        """Re-read ``user_ids`` from the database and take their current rows in."""
+        user_ids = np.asarray(user_ids, dtype=np.int64)
+        rows = copy_rows(_ELIGIBLE + " AND p.user_id = ANY(%s)", [user_ids.tolist()], _COLUMNS)
+        with self._lock:
+            state = self._state
+            if state is None:
+                return
+            dead = state.dead.copy()
+            dead[state.base.rows_of(user_ids)] = True
+            overlay = {k: v for k, v in state.overlay.items() if k not in set(user_ids.tolist())}
+            for uid, year, lon, lat in zip(rows["id"].tolist(), rows["year"].tolist(), rows["lon"].tolist(),
+                                           rows["lat"].tolist(), strict=True):
+                overlay[uid] = (lon, lat, float("nan") if year < 0 else float(year))
+            if len(overlay) > OVERLAY_MAX:
+                self._state = _merged(state.base, dead, overlay)
+            else:
+                arrays = _overlay_arrays(overlay) if overlay else None
+                self._state = _State(base=state.base, dead=dead, overlay=overlay, overlay_arrays=arrays)
+
+    def reset(self) -> None:
+        """Forget the map (tests): the next query loads it again."""
+        with self._lock:
+            self._state, self._stream_at, self._stream_seen, self._loaded_at = None, "0-0", 0, 0.0
+
+
+def _merged(base: _Base, dead: np.ndarray, overlay: dict[int, tuple[float, float, float]]) -> _State:
+    o_ids, o_lon, o_lat, o_years = _overlay_arrays(overlay)
+    live = ~dead
+    merged = _Base.build(
+        np.concatenate([base.ids[live], o_ids]), np.concatenate([base.lon[live], o_lon]),
+        np.concatenate([base.lat[live], o_lat]), np.concatenate([base.years[live], o_years]),
+    )
+    return _State(base=merged, dead=np.zeros(len(merged.ids), dtype=bool))
+
+
+# ----------------------------------------------------------------------------------------------
+# The change log: a Redis stream of user ids
+
+
+def _redis():  # noqa: ANN202 - redis-py's client
+    return cache.client.get_client()
+
+
+def _stream_key() -> str:
+    return cache.make_key(STREAM_KEY)
+
+
+def _stream_position() -> tuple[str, int]:
+    """(last entry id, entries ever added) of the change log, read together."""
+    try:
+        info = _redis().xinfo_stream(_stream_key())
+    except Exception as error:  # noqa: BLE001 - without Redis, the map is read from the database only
+        if "no such key" not in str(error).lower():
+            logger.warning("people map: cannot read the change log", exc_info=True)
+        return "0-0", 0
+    return _text(info["last-generated-id"]), int(info["entries-added"])
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _stream_since(after: str, seen: int) -> tuple[list[tuple[str, bytes]], int, bool]:
+    """Entries after ``after`` as (entry id, user id), the log's count of entries ever added, and
+    whether any added since ``seen`` were trimmed unread (or the log was emptied and begun again).
+
+    Both are read in one MULTI, so that no entry can be added between them.
+    """
+    pipe = _redis().pipeline(transaction=True)
+    pipe.xread({_stream_key(): after}, count=100_000)
+    pipe.xinfo_stream(_stream_key())
+    try:
+        read, info = pipe.execute()
+    except Exception as error:  # noqa: BLE001 - no log yet: nothing has been announced
+        if "no such key" in str(error).lower():
+            return [], 0, seen > 0
+        raise
+    entries = [(_text(entry_id), fields[b"u"]) for entry_id, fields in (read[0][1] if read else [])]
+    added = int(info["entries-added"])
+    return entries, added, added != seen + len(entries)
+
+
+def people_changed(user_ids: list[int] | np.ndarray) -> None:
+    """Announce that these people may have moved, appeared or gone (see the module's docstring):
+    at once, and again when the current transaction commits."""
+    ids = [int(u) for u in user_ids]
+    if not ids:
+        return
+
+    def announce() -> None:
+        try:
+            pipe = _redis().pipeline(transaction=False)
+            for user_id in ids:
+                pipe.xadd(_stream_key(), {"u": user_id}, maxlen=STREAM_MAXLEN, approximate=True)
+            pipe.execute()
+        except Exception:  # noqa: BLE001 - the map's reload catches up; the save must not fail
+            logger.warning("people map: could not announce %d changed people", len(ids), exc_info=True)
+
+    announce()
+    if connection.in_atomic_block:
+        transaction.on_commit(announce)
+
+
+people_map = PeopleMap()

@@ -123,10 +123,53 @@ def _load_thread(port: int, cookies: list[str], schedule: list[float] | None, st
             statuses[code] = statuses.get(code, 0) + count
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_by_part() -> dict[str, float]:
+    """CPU seconds used so far by each part of the serving machine, from /proc: the web server
+    (gunicorn), PostgreSQL, the Celery worker, Redis, this load generator, and the whole machine
+    (busy time of every core). Processes that end in between take theirs with them."""
+    parts = {"web": 0.0, "postgres": 0.0, "worker": 0.0, "redis": 0.0, "loader": 0.0}
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+        except OSError:
+            continue  # gone meanwhile
+        comm = stat[stat.index(b"(") + 1:stat.rindex(b")")]
+        fields = stat[stat.rindex(b")") + 2:].split()
+        seconds = (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+        if int(entry) == me:
+            part = "loader"
+        elif b"gunicorn" in cmdline:
+            part = "web"
+        elif comm == b"postgres" or cmdline.startswith(b"postgres"):
+            part = "postgres"
+        elif b"celery" in cmdline:
+            part = "worker"
+        elif comm.startswith(b"redis-server"):
+            part = "redis"
+        else:
+            continue
+        parts[part] += seconds
+    with open("/proc/stat") as handle:
+        cpu = [int(x) for x in handle.readline().split()[1:]]
+    parts["machine"] = (sum(cpu[:8]) - cpu[3] - cpu[4]) / _TICK  # all but idle and iowait
+    return parts
+
+
 def _load_run(
     port: int, cookies: list[str], *, threads: int, seconds: float, rate: float | None,
 ) -> dict[str, Any]:
-    """Requests against the server for ``seconds``: open loop at ``rate``/s, or closed loop."""
+    """Requests against the server for ``seconds``: open loop at ``rate``/s, or closed loop.
+    Also the CPU milliseconds per answered request of each part of the machine meanwhile."""
+    cpu_before = _cpu_by_part()
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
@@ -145,16 +188,19 @@ def _load_run(
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - t0
+    cpu_after = _cpu_by_part()
     ms = [x * 1000 for x in latencies]
     ok = statuses.get(200, 0)
     unsent = statuses.pop(-1, 0)
+    cpu_ms = {part: round((cpu_after[part] - cpu_before[part]) * 1000 / max(ok, 1), 2) for part in cpu_after}
+    cpu_ms["other"] = round(cpu_ms["machine"] - sum(v for k, v in cpu_ms.items() if k != "machine"), 2)
     return {
         "requests": len(ms), "ok": ok, "unsent": unsent,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "seconds": round(elapsed, 2), "rps": round(ok / elapsed, 1),
         "p50_ms": round(_percentile(ms, 50), 2), "p90_ms": round(_percentile(ms, 90), 2),
         "p99_ms": round(_percentile(ms, 99), 2), "max_ms": round(max(ms), 2) if ms else None,
-        "threads": threads, "offered_rps": rate,
+        "threads": threads, "offered_rps": rate, "cpu_ms_per_request": cpu_ms,
     }
 
 

@@ -158,6 +158,8 @@ class Participation(models.Model):
         indexes = [
             # "Activities I joined" and co-participation features read by user.
             models.Index(fields=["user", "-joined_at"], name="participation_user_recent"),
+            # People nearby ask who joined anything since an embedding set was built.
+            models.Index(fields=["joined_at"], name="participation_joined_at"),
         ]
 
     def __str__(self) -> str:

@@ -8,7 +8,8 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from activities.signals import activity_event, recommendations_stale
-from users.models import Availability, Connection, Profile, User
+from activities.models import Participation
+from users.models import Availability, Connection, LocationPing, Profile, User
 from users.signals import discovery_changed
 
 
@@ -40,6 +41,18 @@ def user_or_profile_changed(sender: type, instance: User | Profile, **kwargs: An
     if kwargs.get("update_fields") and set(kwargs["update_fields"]) <= {"last_login", "password"}:
         return  # signing in changes nothing people nearby show
     _moved_or_shown([instance.pk if isinstance(instance, User) else instance.user_id])
+
+
+@receiver(post_save, sender=LocationPing, dispatch_uid="matching-ping-saved")
+@receiver(post_save, sender=Participation, dispatch_uid="matching-participation-saved")
+@receiver(post_save, sender="matching.Interaction", dispatch_uid="matching-visit-saved")
+def activity_since_the_set(sender: type, instance: object, **kwargs: Any) -> None:
+    """This process reads who did anything since the embedding set again on its next request."""
+    if getattr(instance, "kind", "visit") != "visit":
+        return
+    from matching.services.nearby import recently_active
+
+    recently_active.touch()
 
 
 @receiver(discovery_changed, dispatch_uid="matching-discovery-changed")

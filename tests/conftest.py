@@ -45,8 +45,10 @@ def fresh_people_map() -> None:
     """Each test's people nearby come from its own database: the process's map is read again
     on first use (the map follows changes within a test through its change log)."""
     from matching.people_map import people_map
+    from matching.services.nearby import recently_active
 
     people_map.reset()
+    recently_active.reset()
 
 
 @pytest.fixture(autouse=True)

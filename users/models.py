@@ -185,6 +185,8 @@ class LocationPing(models.Model):
         indexes = [
             # Features read a person's recent history: newest first.
             models.Index(fields=["user", "-recorded_at"], name="ping_user_recent"),
+            # People nearby ask who pinged since an embedding set was built (few, recent rows).
+            models.Index(fields=["recorded_at"], name="ping_recorded_at"),
         ]
         constraints = [
             models.UniqueConstraint(

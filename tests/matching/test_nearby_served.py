@@ -26,6 +26,7 @@ from matching.services.nearby import (
     pair_context_load,
     pair_features_served,
     rank_speed,
+    recently_active,
 )
 from matching.serving import store
 from tests.matching.test_refresh import served_city
@@ -160,8 +161,10 @@ def test_a_ranked_request_costs_the_same_three_queries_whatever_the_number_of_ca
     nearby_matches(user=me)  # loads the set's model once per process
     counts = []
     for radius_km in (0.5, 30.0):  # one candidate, then everyone
-        # The 2-second check of the serving key is not per request.
+        # The 2-second check of the serving key, and the 1-second one of who was active since
+        # the set, are not per request.
         store._checked = time.monotonic()
+        recently_active._checked = time.monotonic()
         with CaptureQueriesContext(connection) as queries:
             result = nearby_matches(user=me, radius_km=radius_km)
         assert result.ranker == "model"
@@ -202,3 +205,20 @@ def test_candidates_are_nearest_first_and_capped() -> None:
     distances = found.distance_m.tolist()
     assert len(found) == 5 and distances == sorted(distances)
     assert me.user_id not in found.ids.tolist()
+
+
+def test_who_was_active_since_the_set_is_read_once_a_second_and_at_once_after_own_writes(
+    alice: User, bob: User, carol: User,
+) -> None:
+    since = timezone.now() - dt.timedelta(minutes=1)
+    long_ago = since - dt.timedelta(days=1)
+    LocationPing.objects.bulk_create([LocationPing(user=alice, point=Point(0, 0, srid=4326), recorded_at=long_ago)])
+    assert recently_active.ids(since).tolist() == []
+    # Another process's write sends no signal here: seen within a second, not before.
+    LocationPing.objects.bulk_create([LocationPing(user=bob, point=Point(0, 0, srid=4326), recorded_at=timezone.now())])
+    assert recently_active.ids(since).tolist() == []
+    recently_active._checked -= recently_active.REFRESH_SECONDS
+    assert recently_active.ids(since).tolist() == [bob.pk]
+    # This process's own write: at once.
+    ParticipationFactory(user=carol)
+    assert recently_active.ids(since).tolist() == sorted([bob.pk, carol.pk])

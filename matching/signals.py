@@ -7,8 +7,8 @@ from typing import Any
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from activities.signals import activity_event, recommendations_stale
 from activities.models import Participation
+from activities.signals import activity_event, recommendations_stale
 from users.models import Availability, Connection, LocationPing, Profile, User
 from users.signals import discovery_changed
 

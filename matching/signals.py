@@ -71,6 +71,12 @@ def connection_changed(sender: type, instance: Connection, **kwargs: Any) -> Non
     if instance.status == Connection.Status.ACCEPTED:
         _schedule(instance.from_user_id)
         _schedule(instance.to_user_id)
+    _moved_or_shown([instance.from_user_id, instance.to_user_id])  # their friendships, in the people map
+
+
+@receiver(post_delete, sender=Connection, dispatch_uid="matching-connection-deleted")
+def connection_deleted(sender: type, instance: Connection, **kwargs: Any) -> None:
+    _moved_or_shown([instance.from_user_id, instance.to_user_id])
 
 
 # Activities: their events go to the interaction log (in the sender's transaction), and a change

@@ -45,7 +45,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import psycopg
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
@@ -64,6 +63,7 @@ from matching.ml.person_rows import PersonRows, spot_keys, spot_unpack
 from matching.people_map import Nearest, people_map
 from matching.services.experiments import serving_arm
 from matching.services.impressions import impressions_record
+from socialmatch.db import fetch_prepared as _fetch_prepared
 from matching.serving import ServingSet, store
 from users.models import Profile, User
 
@@ -78,8 +78,6 @@ RERANK_PER_RESULT = 4
 # taken from the database, from this long before (clocks of the machines may differ a little;
 # rows read twice are removed).
 SET_ROWS_MARGIN = dt.timedelta(minutes=5)
-# psycopg prepares a statement executed this many times; only ``prepare=True`` ever gets there.
-PREPARE_ONLY_WHEN_ASKED = 1 << 30
 MAX_RADIUS_KM = 50.0
 MAX_LIMIT = 100
 BUCKETS_KM = (1, 2, 5, 10, 20, 50)
@@ -165,35 +163,6 @@ def _mutual_friends(me: int, others: list[int]) -> dict[int, int]:
             {"me": me, "others": others},
         )
         return dict(cursor.fetchall())
-
-
-def _fetch_prepared(sql: str, params: dict[str, object], *, binary: bool = False) -> list[tuple[object, ...]]:
-    """Rows of ``sql`` as a server-side prepared statement on Django's connection.
-
-    Django binds parameters client side, so every request's statement is new to PostgreSQL and
-    planned again (0.8 ms for the candidates statement, 1.5 ms for the pair context at
-    1,000,000 people). Prepared once per connection, each is planned on its first executions
-    and then, when PostgreSQL finds a generic plan as good, not at all; the KNN order by a
-    parameter stays an index scan.
-
-    Django opens psycopg connections with ``prepare_threshold=None``, which turns prepared
-    statements off altogether (``prepare=True`` included: until this was found, nothing here was
-    prepared). A threshold no ordinary query reaches turns them on for what is asked for here
-    and leaves Django's own queries as they were.
-    """
-    connection.ensure_connection()
-    if connection.connection.prepare_threshold is None:
-        connection.connection.prepare_threshold = PREPARE_ONLY_WHEN_ASKED
-    started = time.monotonic()
-    # Errors come out as Django's (and mark the connection for a health check), as through its
-    # own cursors.
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True, binary=binary)
-        rows = cursor.fetchall()
-    if connection.queries_logged:
-        # As Django's debug cursor logs (assertNumQueries, the debug toolbar see these too).
-        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
-    return rows
 
 
 # The asker's own position, interests and birth year, and who they never see (one row even
@@ -442,29 +411,18 @@ def query_point_check(*, user_id: int, lon: float, lat: float, now: float | None
 
 
 # ----------------------------------------------------------------------------------------------
-# Pair features for the ranking head, from one statement
+# Pair features for the ranking head: friendships from the people map, the rest from one
+# statement
 
 
-# Only rows that can matter for a pair with the asker travel: the candidates' friendships with
-# the asker's friends and friends of friends (and their counts), visits of venues the asker
-# visited (and counts), availability overlapping the asker's, pings in the asker's spots on the
-# asker's days. Sending every row of the candidates instead took more time in transfer and
-# Python than in the server (7,800 rows against about 900 at 10,000 people).
+# Only rows that can matter for a pair with the asker travel: visits of venues the asker visited
+# (and counts), availability overlapping the asker's, pings in the asker's spots on the asker's
+# days. Sending every row of the candidates instead took more time in transfer and Python than in
+# the server (7,800 rows against about 900 at 10,000 people). Friendships were read here too,
+# as a join over the candidates, their friends and the asker's friends' friends: 2.1 ms of the
+# statement's 2.1 at 1,000,000 people, against 0.8 without them.
 _CONTEXT_SQL = """
-WITH edges AS (
-    SELECT from_user_id AS a, to_user_id AS b FROM users_connection
-    WHERE status = 'accepted' AND from_user_id = ANY(%(ids)s)
-    UNION ALL SELECT to_user_id, from_user_id FROM users_connection
-    WHERE status = 'accepted' AND to_user_id = ANY(%(ids)s)
-),
-mine AS (SELECT b AS f FROM edges WHERE a = %(me)s),
-friend_edges AS (
-    SELECT from_user_id AS z, to_user_id AS w FROM users_connection
-    WHERE status = 'accepted' AND from_user_id IN (SELECT f FROM mine)
-    UNION ALL SELECT to_user_id, from_user_id FROM users_connection
-    WHERE status = 'accepted' AND to_user_id IN (SELECT f FROM mine)
-),
-visits AS (
+WITH visits AS (
     SELECT DISTINCT actor_id AS u, target_venue_id AS v FROM matching_interaction
     WHERE actor_id = ANY(%(live)s) AND kind = 'visit' AND target_venue_id IS NOT NULL
 ),
@@ -473,11 +431,7 @@ my_spots AS (
            round(ST_X(point::geometry) * 1e4) AS x, round(ST_Y(point::geometry) * 1e4) AS y
     FROM users_locationping WHERE user_id = %(me)s
 )
-SELECT 0, a, b, 0.0::float8, 0.0::float8 FROM edges
-WHERE a = %(me)s OR b IN (SELECT f FROM mine) OR b IN (SELECT w FROM friend_edges)
-UNION ALL SELECT 7, a, count(*), 0, 0 FROM edges GROUP BY a
-UNION ALL SELECT 1, z, w, 0, 0 FROM friend_edges
-UNION ALL SELECT 2, u, v, 0, 0 FROM visits
+SELECT 2, u, v, 0.0::float8, 0.0::float8 FROM visits
 WHERE u = %(me)s OR v IN (SELECT v FROM visits WHERE u = %(me)s)
 UNION ALL SELECT 6, u, count(*), 0, 0 FROM visits GROUP BY u
 UNION ALL
@@ -611,10 +565,11 @@ class PairContext:
 
 
 def pair_context_load(*, me: int, candidates: np.ndarray, serving: ServingSet | None = None) -> PairContext:
-    """Every row the pair features of ``me`` against ``candidates`` read: one statement, plus
-    the served set's ``PersonRows`` when it has them.
+    """Every row the pair features of ``me`` against ``candidates`` read: friendships from the
+    people map (current, as the database's), the rest from one statement plus the served set's
+    ``PersonRows`` when it has them.
 
-    Friendships always come from the database. Venues, activities, availability and pinged
+    Venues, activities, availability and pinged
     spots come from the database for the asker, for people the set does not hold and for people
     whose embeddings were refreshed since it was built (a profile, availability or friendship
     change); everyone else's come from the set, plus the visits, joins and pings they made since
@@ -650,15 +605,29 @@ def pair_context_load(*, me: int, candidates: np.ndarray, serving: ServingSet | 
     def ints(k: int) -> np.ndarray:
         return table[kind == k, 1:3].astype(np.int64)
 
+    edges, degrees, friend_edges = _friendships(me, candidates)
     context = PairContext(
-        me=me, candidates=candidates, edges=np.unique(ints(0), axis=0), degrees=ints(7),
-        friend_edges=ints(1),
+        me=me, candidates=candidates, edges=edges, degrees=degrees, friend_edges=friend_edges,
         visits=ints(2), venue_counts=ints(6), joins=ints(3), availability=table[kind == 4, 1:5],
         pings=table[kind == 5, 1:5],
     )
     if len(set_rows):
         _add_set_rows(context, person_rows, candidates[from_set], set_rows, recent_visits=ints(8))
     return context
+
+
+def _friendships(me: int, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``PairContext``'s ``edges``, ``degrees`` and ``friend_edges`` from the people map: the
+    friendships of the asker and the candidates that reach the asker's friends or their friends,
+    everyone's count of friendships, and every friendship of each of the asker's friends."""
+    ids = np.concatenate([[me], candidates]).astype(np.int64)
+    a, b = people_map.friendships(ids)
+    my_friends = np.unique(b[a == me])
+    z, w = people_map.friendships(my_friends)
+    keep = (a == me) | np.isin(b, my_friends) | np.isin(b, w)
+    edges = np.unique(np.column_stack([a[keep], b[keep]]), axis=0)
+    users, counts = np.unique(a, return_counts=True)
+    return edges, np.column_stack([users, counts]), np.column_stack([z, w])
 
 
 def _add_set_rows(

@@ -16,7 +16,8 @@ from matching.grid import snapped_distance_m
 from matching.people_map import PeopleMap, _redis, _stream_key, people_map
 from matching.services.nearby import nearby_matches
 from tests.conftest import make_person
-from users.models import Profile, User
+from users.factories import ConnectionFactory
+from users.models import Connection, Profile, User
 from users.services import users_set_hidden, users_set_suspended
 
 LON, LAT = -79.9959, 40.4406
@@ -147,3 +148,36 @@ def test_a_process_the_change_log_left_behind_reloads(alice: User) -> None:
             break
         threading.Event().wait(0.05)
     assert second.pk in mine.nearest(lon=LON, lat=LAT, radius_m=1_000, cap=10, grid_m=100.0).ids
+
+
+def _friends_in_database(user_ids: list[int]) -> list[tuple[int, int]]:
+    rows = Connection.objects.filter(status="accepted").values_list("from_user_id", "to_user_id")
+    both = [(a, b) for a, b in rows] + [(b, a) for a, b in rows]
+    return sorted((a, b) for a, b in both if a in user_ids)
+
+
+def _friends_in_map(user_ids: list[int]) -> list[tuple[int, int]]:
+    users, friends = people_map.friendships(np.array(user_ids))
+    return sorted(zip(users.tolist(), friends.tolist(), strict=True))
+
+
+@pytest.mark.django_db
+def test_friendships_follow_connections_made_accepted_and_deleted(monkeypatch: pytest.MonkeyPatch) -> None:
+    people = _many(12, LON, LAT, 0.01, seed=4)
+    ids = [p.pk for p in people]
+    for a, b in [(0, 1), (1, 2), (2, 0), (3, 4), (5, 0)]:
+        ConnectionFactory(from_user=people[a], to_user=people[b])
+    pending = ConnectionFactory(from_user=people[6], to_user=people[0], status="pending")
+    assert _friends_in_map(ids) == _friends_in_database(ids)
+    pending.status = "accepted"  # accepted after the map was loaded
+    pending.save()
+    Connection.objects.get(from_user=people[3], to_user=people[4]).delete()
+    ConnectionFactory(from_user=people[7], to_user=people[8])
+    assert _friends_in_map(ids) == _friends_in_database(ids)
+    assert _friends_in_map([ids[0]]) == [(ids[0], ids[b]) for b in sorted([1, 2, 5, 6], key=lambda i: ids[i])]
+    # The changed lists merge into the adjacency lists once there are enough of them.
+    monkeypatch.setattr(people_map_module, "OVERLAY_MAX", 2)
+    ConnectionFactory(from_user=people[9], to_user=people[10])
+    assert not people_map.current().friends_overlay
+    assert _friends_in_map(ids) == _friends_in_database(ids)
+    assert _friends_in_map([10**9]) == []  # nobody's

@@ -82,6 +82,9 @@ DATABASES = {"default": database_from_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "users.User"
+# Django's ModelBackend, reading each request's signed-in user through a prepared statement;
+# Django's own stays listed, so that sessions signed in through it before still find it.
+AUTHENTICATION_BACKENDS = ["users.backends.PreparedModelBackend", "django.contrib.auth.backends.ModelBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

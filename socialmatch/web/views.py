@@ -57,7 +57,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        login(request, user, backend="users.backends.PreparedModelBackend")
         messages.success(request, "Welcome! Tell people a little about yourself.")
         return redirect("web:profile")
     return render(request, "registration/signup.html", {"form": form})

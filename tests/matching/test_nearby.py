@@ -199,3 +199,17 @@ def test_the_profile_location_counts_as_the_query_point(me: User) -> None:
     far_east = Point(LON + 1.0, LAT, srid=4326)  # about 85 km east
     Profile.objects.filter(user=me).update(location=far_east)
     assert client.get(URL).status_code == 429
+
+
+def test_the_body_built_directly_is_what_the_documented_serializer_gives() -> None:
+    from matching.apis import NearbyResponseSerializer, nearby_body
+    from matching.services.nearby import Match, NearbyResult
+
+    result = NearbyResult(ranker="model", model_version="v3", matches=[
+        Match(user_id=7, display_name="Ann", distance_bucket="1-2 km", similarity=0.25, score=0.5,
+              shared_interests=["music"], mutual_friends=2),
+        Match(user_id=9, display_name="Bo", distance_bucket="< 1 km", similarity=1, score=0),
+    ])
+    assert nearby_body(result) == NearbyResponseSerializer(result).data
+    empty = NearbyResult(ranker="rules", model_version="", matches=[])
+    assert nearby_body(empty) == NearbyResponseSerializer(empty).data

@@ -63,8 +63,8 @@ from matching.ml.person_rows import PersonRows, spot_keys, spot_unpack
 from matching.people_map import Nearest, people_map
 from matching.services.experiments import serving_arm
 from matching.services.impressions import impressions_record
-from socialmatch.db import fetch_prepared as _fetch_prepared
 from matching.serving import ServingSet, store
+from socialmatch.db import fetch_prepared as _fetch_prepared
 from users.models import Profile, User
 
 CANDIDATE_CAP = 500

@@ -20,8 +20,9 @@ How it stays current:
    connection saved or deleted) announces the user ids in a Redis
    stream (``people_changed``), once when written (the writing connection, and so tests, sees its
    own change at once) and once more when the transaction commits (every other process then reads
-   the committed row). Each query first reads the stream from where this process stopped and
-   re-reads those people's rows and friendships: the dead base rows are masked, the live ones
+   the committed row). Queries read the stream from where this process stopped (at most every
+   ``CHANGES_SECONDS``, and at once after this process announced a change) and re-read those
+   people's rows and friendships: the dead base rows are masked, the live ones
    and the friend lists go to small overlays, merged into the base when they grow past
    ``OVERLAY_MAX``.
 3. Safety nets: when the stream was trimmed past what this process has read, and every
@@ -59,6 +60,10 @@ logger = logging.getLogger(__name__)
 # in a dense city the first square of 3 x 3 buckets holds a few hundred people.
 BUCKET = 400.0
 OVERLAY_MAX = 20_000  # changed people kept apart before they are merged into the base
+# The change log is read at most this often (a request asks the map several times, and a Redis
+# round trip each time was a tenth of a request), and at once after this process announced a
+# change of its own.
+CHANGES_SECONDS = 0.1
 RELOAD_SECONDS = 900.0  # a fresh copy from the database at least this often (in the background)
 STREAM_KEY = "matching:people-map:changes"
 STREAM_MAXLEN = 200_000  # entries kept (approximately); a process further behind reloads
@@ -203,6 +208,8 @@ class PeopleMap:
         self._stream_seen = 0  # the log's count of entries ever added, as of ``_stream_at``
         self._loaded_at = 0.0
         self._reloading = False
+        self._changes_read = 0.0  # when the change log was last read
+        self._announced = 0  # ``_announced`` as of then
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -301,8 +308,11 @@ class PeopleMap:
                     self._state, (self._stream_at, self._stream_seen) = self._load()
                     self._loaded_at = time.monotonic()
         else:
-            self._take_changes()
-            if time.monotonic() - self._loaded_at > RELOAD_SECONDS:
+            now = time.monotonic()
+            if now - self._changes_read >= CHANGES_SECONDS or self._announced != _announced[0]:
+                self._changes_read, self._announced = now, _announced[0]
+                self._take_changes()
+            if now - self._loaded_at > RELOAD_SECONDS:
                 self._reload_in_background()
         assert self._state is not None
         return self._state
@@ -390,6 +400,7 @@ class PeopleMap:
         """Forget the map (tests): the next query loads it again."""
         with self._lock:
             self._state, self._stream_at, self._stream_seen, self._loaded_at = None, "0-0", 0, 0.0
+            self._changes_read = 0.0
 
 
 def _merged(base: _Base, dead: np.ndarray, overlay: dict[int, tuple[float, float, float]]) -> _State:
@@ -475,10 +486,14 @@ def people_changed(user_ids: list[int] | np.ndarray) -> None:
             pipe.execute()
         except Exception:  # noqa: BLE001 - the map's reload catches up; the save must not fail
             logger.warning("people map: could not announce %d changed people", len(ids), exc_info=True)
+        _announced[0] += 1
 
     announce()
     if connection.in_atomic_block:
         transaction.on_commit(announce)
+
+
+_announced = [0]  # changes this process announced: its maps read the log at once after one
 
 
 people_map = PeopleMap()

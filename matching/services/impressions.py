@@ -159,23 +159,32 @@ def impressions_refused() -> int:
     return int(_redis().llen(cache.make_key(FAILED_KEY)))
 
 
+# Impression rows go in by COPY: building 20 model instances an answer for ``bulk_create`` cost
+# the worker about 0.7 ms of CPU per answer at full load, a twentieth of the whole machine's.
+_COPY_IMPRESSIONS = (
+    "COPY matching_interaction (kind, weight, position, surface, model_version, variant, occurred_at,"
+    " actor_id, target_user_id) FROM STDIN"
+)
+
+
 def _write(entries: list[list[object]]) -> int:
     """Entries -> Interaction rows, in one transaction; rows naming an unknown person are dropped."""
     people = {int(e[0]) for e in entries} | {int(t) for e in entries for t in e[5]}  # type: ignore[union-attr]
     with connection.cursor() as cursor:
         cursor.execute("SELECT id FROM users_user WHERE id = ANY(%s)", [sorted(people)])
         known = {row[0] for row in cursor.fetchall()}
+    kind = Interaction.Kind.IMPRESSION.value
     rows = [
-        Interaction(
-            actor_id=int(actor), kind=Interaction.Kind.IMPRESSION, target_user_id=int(target),
-            position=position, surface=str(surface), model_version=str(version), variant=str(variant),
-            occurred_at=datetime.fromtimestamp(float(when), tz=UTC),
-        )
+        (kind, 1.0, position, str(surface), str(version), str(variant),
+         datetime.fromtimestamp(float(when), tz=UTC), int(actor), int(target))
         for actor, surface, version, variant, when, targets in entries
         if int(actor) in known
         for position, target in enumerate(targets)  # type: ignore[arg-type]
         if int(target) in known
     ]
-    with transaction.atomic():
-        Interaction.objects.bulk_create(rows, batch_size=5_000)
+    # Errors come out as Django's, so that an unreachable database is told from a refused row.
+    with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
+        with cursor.cursor.copy(_COPY_IMPRESSIONS) as copy:
+            for row in rows:
+                copy.write_row(row)
     return len(rows)

@@ -616,6 +616,20 @@ def pair_context_load(*, me: int, candidates: np.ndarray, serving: ServingSet | 
     return context
 
 
+def _unique_rows(pairs: np.ndarray) -> np.ndarray:
+    """``np.unique(pairs, axis=0)`` of (n, 2) non-negative integers, each row packed into one
+    int64 first: the same rows in the same order, without sorting a structured view (which was
+    most of the time of each call on a few hundred rows)."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if not len(pairs):
+        return pairs
+    width = int(pairs[:, 1].max()) + 1
+    if int(pairs.min()) < 0 or int(pairs[:, 0].max()) >= (1 << 62) // width:
+        return np.unique(pairs, axis=0)
+    keys = np.unique(pairs[:, 0] * width + pairs[:, 1])
+    return np.column_stack([keys // width, keys % width])
+
+
 def _friendships(me: int, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``PairContext``'s ``edges``, ``degrees`` and ``friend_edges`` from the people map: the
     friendships of the asker and the candidates that reach the asker's friends or their friends,
@@ -625,7 +639,7 @@ def _friendships(me: int, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarra
     my_friends = np.unique(b[a == me])
     z, w = people_map.friendships(my_friends)
     keep = (a == me) | np.isin(b, my_friends) | np.isin(b, w)
-    edges = np.unique(np.column_stack([a[keep], b[keep]]), axis=0)
+    edges = _unique_rows(np.column_stack([a[keep], b[keep]]))
     users, counts = np.unique(a, return_counts=True)
     return edges, np.column_stack([users, counts]), np.column_stack([z, w])
 
@@ -640,7 +654,7 @@ def _add_set_rows(
     me = context.me
     owner, venues = rows.visits_of(set_rows)
     known = np.concatenate([users[owner], recent_visits[:, 0]]), np.concatenate([venues, recent_visits[:, 1]])
-    pairs = np.unique(np.column_stack(known), axis=0)  # distinct (user, venue), set and since
+    pairs = _unique_rows(np.column_stack(known))  # distinct (user, venue), set and since
     mine = np.unique(context.visits[context.visits[:, 0] == me, 1])
     counts = np.unique(pairs[:, 0], return_counts=True)
     owner_j, activities = rows.joins_of(set_rows)
@@ -652,7 +666,7 @@ def _add_set_rows(
     day, lon, lat = spot_unpack(keys[near])
     context.visits = np.concatenate([context.visits, pairs[np.isin(pairs[:, 1], mine)]])
     context.venue_counts = np.concatenate([context.venue_counts, np.column_stack(counts)])
-    context.joins = np.unique(np.concatenate([context.joins, np.column_stack([users[owner_j], activities])]), axis=0)
+    context.joins = _unique_rows(np.concatenate([context.joins, np.column_stack([users[owner_j], activities])]))
     context.availability = np.concatenate([context.availability, np.column_stack([users[owner_a], slots])])
     context.pings = np.concatenate([context.pings, np.column_stack([users[owner_p[near]], day, lon, lat])])
 
@@ -716,7 +730,7 @@ def pair_features_served(
     my_degree = context.degrees[context.degrees[:, 0] == me, 1].sum()
     out[:, 13] = log_cap(np.array(float(my_degree)), 1000.0)
     # Walks of length 3 asker - z - b - candidate: two-hop counts of b, summed over b in N(c).
-    two_hops = np.unique(context.friend_edges, axis=0)
+    two_hops = _unique_rows(context.friend_edges)
     two_ids, two_counts = np.unique(two_hops[:, 1], return_counts=True)
     if len(two_ids):
         at = np.searchsorted(two_ids, edges[:, 1]).clip(0, len(two_ids) - 1)

@@ -222,3 +222,13 @@ def test_who_was_active_since_the_set_is_read_once_a_second_and_at_once_after_ow
     # This process's own write: at once.
     ParticipationFactory(user=carol)
     assert recently_active.ids(since).tolist() == sorted([bob.pk, carol.pk])
+
+
+def test_distinct_rows_by_packing_equal_numpys() -> None:
+    from matching.services.nearby import _unique_rows
+
+    rng = np.random.default_rng(5)
+    for high in (3, 1_000, 2**40):  # the last too wide to pack: numpy's own way
+        pairs = rng.integers(0, high, size=(300, 2))
+        np.testing.assert_array_equal(_unique_rows(pairs), np.unique(pairs, axis=0))
+    assert _unique_rows(np.zeros((0, 2), dtype=np.int64)).shape == (0, 2)

@@ -13,7 +13,6 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from matching.models import Audience
@@ -33,6 +32,7 @@ from matching.services.nearby import (
     nearby_matches,
 )
 from matching.services.similarity import similar_users, similarity_between
+from socialmatch.throttles import RedisUserRateThrottle
 from users.models import User
 from users.taxonomy import INTERESTS
 
@@ -75,7 +75,7 @@ class NearbyResponseSerializer(serializers.Serializer):
     results = MatchSerializer(many=True, source="matches")
 
 
-class NearbyThrottle(UserRateThrottle):
+class NearbyThrottle(RedisUserRateThrottle):
     scope = "nearby"
 
 

@@ -181,3 +181,12 @@ def test_friendships_follow_connections_made_accepted_and_deleted(monkeypatch: p
     assert not people_map.current().friends_overlay
     assert _friends_in_map(ids) == _friends_in_database(ids)
     assert _friends_in_map([10**9]) == []  # nobody's
+
+
+@pytest.mark.django_db
+def test_gunicorn_workers_load_the_map_before_their_first_request(alice: User) -> None:
+    from socialmatch.gunicorn import post_worker_init
+
+    assert people_map._state is None
+    post_worker_init(worker=None)
+    assert alice.pk in people_map.current().base.ids

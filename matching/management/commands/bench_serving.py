@@ -446,7 +446,7 @@ class Command(BaseCommand):
             "NEARBY_THROTTLE": "100000/min",
         }
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "socialmatch.wsgi:application",
+            [sys.executable, "-m", "gunicorn", "socialmatch.wsgi:application", "--config", "python:socialmatch.gunicorn",
              "--workers", str(options["web_workers"]), "--worker-class", "gthread",
              "--threads", str(options["web_threads"]), "--bind", f"127.0.0.1:{port}",
              "--log-level", "warning", "--keep-alive", "30"],

@@ -48,7 +48,8 @@ start() {
   echo $! >"$RUN/$name.pid"
 }
 start web $PY manage.py runserver --noreload "$WEB_HOST:$WEB_PORT"
-start worker .venv/bin/celery -A socialmatch worker --loglevel=INFO --concurrency=2 -n "demo@%h"
+start worker .venv/bin/celery -A socialmatch worker --loglevel=INFO --concurrency=2 -n "demo@%h" \
+    -Q "${CELERY_TASK_DEFAULT_QUEUE:-celery},${CELERY_BULK_QUEUE:-bulk}"
 start beat .venv/bin/celery -A socialmatch beat --loglevel=INFO --pidfile=
 
 log "computing embeddings and the index on the worker"

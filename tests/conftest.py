@@ -126,8 +126,10 @@ def celery_worker_process(
         ),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "REDIS_URL": settings.REDIS_URL,
-        # Tasks the worker sends itself (a chord's chunks) go to the same private queue.
+        # Tasks the worker sends itself (a chord's chunks, bulk recomputations) go to the same
+        # private queue.
         "CELERY_TASK_DEFAULT_QUEUE": f"test-{os.getpid()}",
+        "CELERY_BULK_QUEUE": f"test-{os.getpid()}",
     }
     from socialmatch.celery import app
 
@@ -135,6 +137,7 @@ def celery_worker_process(
     # on this machine) never takes these tasks.
     queue = f"test-{os.getpid()}"
     app.conf.task_default_queue = queue
+    settings.CELERY_BULK_QUEUE = queue
     app.control.purge()
     log = open(REPO / "var" / "test-worker.log", "wb") if (REPO / "var").is_dir() else subprocess.DEVNULL
     proc = subprocess.Popen(

@@ -328,8 +328,9 @@ def _pending_key(activity_id: int) -> str:
     return f"activities:recommend-pending:{activity_id}"
 
 
-def activity_recommendations_schedule(*, activity_id: int, countdown: int) -> bool:
+def activity_recommendations_schedule(*, activity_id: int, countdown: int, bulk: bool = False) -> bool:
     """Queue a recomputation in ``countdown`` seconds unless one is already pending; True if queued.
+    ``bulk``: on ``CELERY_BULK_QUEUE`` (one of many queued at once), not the default queue.
 
     ``cache.add`` is atomic: of ten joins within the window only the first queues a task, which
     runs after the window and sees all ten. The task clears the mark when it starts, so a change
@@ -339,7 +340,9 @@ def activity_recommendations_schedule(*, activity_id: int, countdown: int) -> bo
         return False
     from matching.tasks import activity_recommendations_task
 
-    transaction.on_commit(lambda: activity_recommendations_task.apply_async((activity_id,), countdown=countdown))
+    queue = settings.CELERY_BULK_QUEUE if bulk else None
+    transaction.on_commit(
+        lambda: activity_recommendations_task.apply_async((activity_id,), countdown=countdown, queue=queue))
     return True
 
 
@@ -358,7 +361,12 @@ REFRESH_ON_PUBLISH_MAX = 2_000
 def activity_recommendations_refresh_upcoming(*, now: dt.datetime | None = None) -> int:
     """Queue a recomputation for every published activity starting soon (after a new embedding
     set of the active model is published: their stored lists were ranked by the previous one, or
-    by rules). Debounced per activity like joins; returns how many were queued."""
+    by rules). Debounced per activity like joins; returns how many were queued.
+
+    They go to the bulk queue (``CELERY_BULK_QUEUE``): at 1,000,000 people each takes 1 to 2 s,
+    and 2,000 of them on the default queue held the impression flushes behind them for about an
+    hour after every new embedding set (found by ``bench_serving``: no impression written during
+    its HTTP phases, and the worker's database work took a core from serving)."""
     from activities.models import Activity
 
     now = now or timezone.now()
@@ -367,4 +375,4 @@ def activity_recommendations_refresh_upcoming(*, now: dt.datetime | None = None)
                                 starts_at__lt=now + dt.timedelta(days=REFRESH_ON_PUBLISH_DAYS))
         .order_by("starts_at").values_list("pk", flat=True)[:REFRESH_ON_PUBLISH_MAX]
     )
-    return sum(activity_recommendations_schedule(activity_id=pk, countdown=0) for pk in upcoming)
+    return sum(activity_recommendations_schedule(activity_id=pk, countdown=0, bulk=True) for pk in upcoming)

@@ -134,6 +134,9 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "celery")
+# Long batches queued many at once (activity recommendations recomputed for a new model) go here,
+# so that quick tasks (impression flushes, one person's refresh) never wait behind them.
+CELERY_BULK_QUEUE = env_str("CELERY_BULK_QUEUE", "bulk")
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 

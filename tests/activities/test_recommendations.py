@@ -293,3 +293,38 @@ def test_a_new_model_going_live_queues_the_upcoming_activities_recommendations(a
     assert cache.get(_pending_key(soon.pk)) == 1
     assert all(cache.get(_pending_key(a.pk)) is None for a in (later, draft, cancelled))
     assert activity_recommendations_refresh_upcoming() == 0  # already pending: not queued twice
+
+
+def test_the_new_model_s_recomputations_go_to_the_bulk_queue_and_a_join_s_does_not(
+    alice: User, settings: object, django_capture_on_commit_callbacks: object,
+) -> None:
+    """Up to 2,000 of them, 1 to 2 s each at a million people: on the default queue they held
+    the impression flushes behind them for an hour."""
+    import os
+
+    from django.core.cache import cache
+
+    from activities.factories import ActivityFactory
+    from matching.management.commands.bench_serving import _purge
+    from matching.services.activity_recommendations import (
+        activity_recommendations_refresh_upcoming,
+        activity_recommendations_schedule,
+    )
+
+    cache.clear()
+    bulk, default = f"test-bulk-{os.getpid()}", f"test-default-{os.getpid()}"
+    settings.CELERY_BULK_QUEUE = bulk  # type: ignore[attr-defined]
+    from socialmatch.celery import app
+
+    app.conf.task_default_queue, before = default, app.conf.task_default_queue
+    try:
+        _purge(bulk), _purge(default)
+        ActivityFactory(organiser=alice, starts_at=timezone.now() + dt.timedelta(days=2))
+        ActivityFactory(organiser=alice, starts_at=timezone.now() + dt.timedelta(days=3))
+        joined = ActivityFactory(organiser=alice, starts_at=timezone.now() + dt.timedelta(days=90))
+        with django_capture_on_commit_callbacks(execute=True):  # type: ignore[operator]
+            assert activity_recommendations_refresh_upcoming() == 2
+            assert activity_recommendations_schedule(activity_id=joined.pk, countdown=60)
+        assert (_purge(bulk), _purge(default)) == (2, 1)
+    finally:
+        app.conf.task_default_queue = before

@@ -569,11 +569,12 @@ def pair_context_load(*, me: int, candidates: np.ndarray, serving: ServingSet | 
     people map (current, as the database's), the rest from one statement plus the served set's
     ``PersonRows`` when it has them.
 
-    Venues, activities, availability and pinged
-    spots come from the database for the asker, for people the set does not hold and for people
-    whose embeddings were refreshed since it was built (a profile, availability or friendship
-    change); everyone else's come from the set, plus the visits, joins and pings they made since
-    it was built (read here). Activities left since the build still count until the person is
+    Venues, activities, availability and pinged spots come from the database for people the set
+    does not hold and for people whose embeddings were refreshed since it was built (a profile,
+    availability or friendship change), and for the asker when any candidate's do; everyone
+    else's come from the set, plus the visits, joins and pings they made since it was built (read
+    here for those active since). With everyone served from the set and nobody active since, the
+    statement is not run at all. Activities left since the build still count until the person is
     refreshed or the set rebuilt (nightly).
     """
     candidates = np.asarray(candidates, dtype=np.int64)
@@ -585,7 +586,15 @@ def pair_context_load(*, me: int, candidates: np.ndarray, serving: ServingSet | 
         if serving.overlay:
             from_set &= np.array([int(c) not in serving.overlay for c in candidates.tolist()], dtype=bool)
         set_rows = set_rows[from_set]
-    live = [me, *candidates[~from_set].tolist()]
+    served = candidates[from_set]
+    # The asker's own rows come from the set too when every candidate's do (the statement
+    # filters live candidates' visits by the asker's venues, so it needs the asker live too).
+    if person_rows is not None and from_set.all() and me not in serving.overlay:
+        my_row, my_found = serving.rows(np.array([me], dtype=np.int64))
+        if my_found[0]:
+            served, set_rows = np.concatenate([[me], served]), np.concatenate([my_row, set_rows])
+    live = [] if len(served) and served[0] == me else [me]
+    live += candidates[~from_set].tolist()
     # For people served from the set, what they did since it was built (joins, visits, pings;
     # with a margin over the time the set's inputs were read: duplicates are removed below),
     # asked only of those who did anything since (``recently_active``).
@@ -593,12 +602,12 @@ def pair_context_load(*, me: int, candidates: np.ndarray, serving: ServingSet | 
     active_since: list[int] = []
     if person_rows is not None:
         since = dt.datetime.fromtimestamp(person_rows.taken_at, tz=dt.UTC) - SET_ROWS_MARGIN
-        served = candidates[from_set]
         active_since = served[np.isin(served, recently_active.ids(since))].tolist()
-    rows = _fetch_prepared(_CONTEXT_SQL, {
-        "me": me, "ids": [me, *candidates.tolist()], "live": live,
-        "from_set": active_since, "since": since or timezone.now(),
-    })
+    rows: list[tuple[object, ...]] = []
+    if live or active_since:  # with everyone served from the set and nobody active since: nothing to ask
+        rows = _fetch_prepared(_CONTEXT_SQL, {
+            "me": me, "live": live, "from_set": active_since, "since": since or timezone.now(),
+        })
     table = np.array(rows, dtype=np.float64).reshape(-1, 5)
     kind = table[:, 0].astype(np.int64)
 
@@ -612,7 +621,7 @@ def pair_context_load(*, me: int, candidates: np.ndarray, serving: ServingSet | 
         pings=table[kind == 5, 1:5],
     )
     if len(set_rows):
-        _add_set_rows(context, person_rows, candidates[from_set], set_rows, recent_visits=ints(8))
+        _add_set_rows(context, person_rows, served, set_rows, recent_visits=ints(8))
     return context
 
 
@@ -655,13 +664,15 @@ def _add_set_rows(
     owner, venues = rows.visits_of(set_rows)
     known = np.concatenate([users[owner], recent_visits[:, 0]]), np.concatenate([venues, recent_visits[:, 1]])
     pairs = _unique_rows(np.column_stack(known))  # distinct (user, venue), set and since
-    mine = np.unique(context.visits[context.visits[:, 0] == me, 1])
+    # The asker's venues and spots: from the statement, or from the set when the asker is served
+    # from it too (``users`` then holds the asker).
+    mine = np.unique(np.concatenate([context.visits[context.visits[:, 0] == me, 1], pairs[pairs[:, 0] == me, 1]]))
     counts = np.unique(pairs[:, 0], return_counts=True)
     owner_j, activities = rows.joins_of(set_rows)
     owner_a, slots = rows.availability_of(set_rows)
     owner_p, keys = rows.pings_of(set_rows)
     my_pings = context.pings[context.pings[:, 0] == me]
-    my_keys = spot_keys(my_pings[:, 1], my_pings[:, 2], my_pings[:, 3])
+    my_keys = np.concatenate([spot_keys(my_pings[:, 1], my_pings[:, 2], my_pings[:, 3]), keys[users[owner_p] == me]])
     near = np.isin(keys, my_keys)
     day, lon, lat = spot_unpack(keys[near])
     context.visits = np.concatenate([context.visits, pairs[np.isin(pairs[:, 1], mine)]])

@@ -29,6 +29,7 @@ from matching.services.nearby import (
     recently_active,
 )
 from matching.serving import store
+from tests.conftest import make_person
 from tests.matching.test_refresh import served_city
 from users.factories import AvailabilityFactory
 from users.models import LocationPing, Profile, User
@@ -154,26 +155,34 @@ def served_city_from_existing() -> None:
     embeddings_finish(set_id=embedding_set.pk)
 
 
-def test_a_ranked_request_costs_the_same_three_queries_whatever_the_number_of_candidates() -> None:
+def test_a_ranked_request_costs_the_same_queries_whatever_the_number_of_candidates() -> None:
     served_city()
-    me = Profile.objects.order_by("user_id").first().user
+    me = Profile.objects.order_by("user_id").first()
     assert store.current() is not None
-    nearby_matches(user=me)  # loads the set's model once per process
+    nearby_matches(user=me.user)  # loads the set's model once per process
     counts = []
-    for radius_km in (0.5, 30.0):  # one candidate, then everyone
+
+    def ask(radius_km: float) -> None:
         # The 2-second check of the serving key, and the 1-second one of who was active since
         # the set, are not per request.
         store._checked = time.monotonic()
         recently_active._checked = time.monotonic()
         with CaptureQueriesContext(connection) as queries:
-            result = nearby_matches(user=me, radius_km=radius_km)
+            result = nearby_matches(user=me.user, radius_km=radius_km)
         assert result.ranker == "model"
         counts.append((len(result.matches), len(queries)))
-    (few, few_queries), (many, many_queries) = counts
-    assert few == 1 and many == 11  # 16 people, minus the asker and their 4 friends
-    # the asker's profile and exclusions, the pair context, names and interests of those shown
-    # (candidates come from the people map, impressions go to a Redis buffer)
-    assert (few_queries, many_queries) == (3, 3)
+
+    for radius_km in (0.5, 30.0):  # one candidate, then everyone
+        ask(radius_km)
+    # A newcomer the set does not hold: their rows, and the asker's, are read from the database.
+    make_person("newcomer", me.location.x + 0.001, me.location.y)
+    ask(30.0)
+    (few, few_queries), (many, many_queries), (more, with_newcomer) = counts
+    assert few == 1 and many == 11 and more == 12  # 16 people, minus the asker and their 4 friends
+    # the asker's profile and exclusions, and the names and interests of those shown (candidates
+    # and friendships come from the people map, everyone else's rows from the set, impressions go
+    # to a Redis buffer); with someone the set does not hold, the pair-context statement too
+    assert (few_queries, many_queries, with_newcomer) == (2, 2, 3)
 
 
 def test_mutual_friends_reason_matches_with_and_without_the_model() -> None:

@@ -43,6 +43,7 @@ from activities.models import Activity, Category, Participation, Venue
 from matching import citygen
 from matching.citygen import City
 from matching.models import Interaction
+from matching.people_map import people_reload
 from users.models import Availability, Connection, LocationPing, Profile, User
 from users.taxonomy import ACTIVITY_TYPES, INTERESTS, PLACE_TYPES, TIME_PREFERENCES
 
@@ -141,6 +142,8 @@ def city_write(
         writer.run(rebuild_indexes)
         if rollback:
             transaction.set_rollback(True)
+        else:
+            people_reload()  # COPY sends no signals: web processes load their people maps again
     report.committed = not rollback
     return report
 

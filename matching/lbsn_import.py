@@ -55,6 +55,7 @@ from matching.lbsn import (
     visit_totals,
 )
 from matching.models import Interaction
+from matching.people_map import people_reload
 from users.models import Connection, LocationPing, Profile, User
 from users.taxonomy import INTERESTS
 
@@ -145,6 +146,7 @@ def lbsn_import(*, directory: Path, source: str) -> ImportReport:
     with transaction.atomic(), connection.cursor() as cursor:
         writer = _Writer(cursor, dataset, source)
         counts = writer.run()
+        people_reload()  # rows inserted in bulk send no signals: web processes load their maps again
     return ImportReport(
         source=source,
         directory=Path(directory),

@@ -25,7 +25,9 @@ How it stays current:
    people's rows and friendships: the dead base rows are masked, the live ones
    and the friend lists go to small overlays, merged into the base when they grow past
    ``OVERLAY_MAX``.
-3. Safety nets: when the stream was trimmed past what this process has read, and every
+3. Safety nets: bulk loads that send no model signals (``generate_city``, ``import_lbsn``) ask
+   every process to load the map again (``people_reload``); so does a stream trimmed past what
+   a process has read; and every
    ``RELOAD_SECONDS`` in any case (for writes that bypass the announcements: raw SQL, COPY), a
    fresh copy is loaded in a background thread while the old one keeps serving. And the people a
    response shows are checked against the database once more (``matching.services.nearby``), so
@@ -67,6 +69,7 @@ CHANGES_SECONDS = 0.1
 RELOAD_SECONDS = 900.0  # a fresh copy from the database at least this often (in the background)
 STREAM_KEY = "matching:people-map:changes"
 STREAM_MAXLEN = 200_000  # entries kept (approximately); a process further behind reloads
+EVERYONE = b"*"  # an entry that asks every process to load the map again (``people_reload``)
 _ROW_OFFSET = 1 << 24  # bucket coordinates are shifted positive before they are packed into keys
 _KEY_ROW = 1 << 26
 _HALF_WORLD = math.pi * MERCATOR_R  # web-mercator x of the antimeridian
@@ -355,12 +358,14 @@ class PeopleMap:
             except Exception:  # noqa: BLE001 - Redis trouble: serve what we have
                 logger.warning("people map: cannot read the change log", exc_info=True)
                 return
+            reload_all = any(user_id == EVERYONE for _, user_id in entries)
+            ids = [int(user_id) for _, user_id in entries if user_id != EVERYONE]
+            if ids:
+                self.apply(np.unique(np.array(ids, dtype=np.int64)))
             if entries:
-                changed = np.unique(np.array([int(user_id) for _, user_id in entries], dtype=np.int64))
-                self.apply(changed)
                 self._stream_at = entries[-1][0]
             self._stream_seen = added
-        if missed:
+        if missed or reload_all:
             self._reload_in_background()
 
     def apply(self, user_ids: np.ndarray) -> None:
@@ -494,6 +499,20 @@ def people_changed(user_ids: list[int] | np.ndarray) -> None:
 
 
 _announced = [0]  # changes this process announced: its maps read the log at once after one
+
+
+def people_reload() -> None:
+    """Ask every process to load its map again, in the background, once the current transaction
+    commits: after bulk writes that send no model signals (``generate_city``, ``import_lbsn``)."""
+
+    def announce() -> None:
+        try:
+            _redis().xadd(_stream_key(), {"u": EVERYONE}, maxlen=STREAM_MAXLEN, approximate=True)
+        except Exception:  # noqa: BLE001 - the periodic reload catches up
+            logger.warning("people map: could not ask for a reload", exc_info=True)
+        _announced[0] += 1
+
+    transaction.on_commit(announce)
 
 
 people_map = PeopleMap()

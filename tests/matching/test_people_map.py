@@ -190,3 +190,18 @@ def test_gunicorn_workers_load_the_map_before_their_first_request(alice: User) -
     assert people_map._state is None
     post_worker_init(worker=None)
     assert alice.pk in people_map.current().base.ids
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bulk_load_asks_every_process_to_load_its_map_again(alice: User) -> None:
+    from matching.citygen import CityConfig, city_generate
+    from matching.citygen_db import city_write
+
+    mine = PeopleMap()
+    before = len(mine)
+    city_write(city_generate(CityConfig(users=30, seed=3)), prefix="bulk")  # COPY: no model signals
+    for _ in range(100):
+        if len(mine) > before:
+            break
+        threading.Event().wait(0.05)
+    assert len(mine) == Profile.objects.filter(location__isnull=False, discoverable=True).count()

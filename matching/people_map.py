@@ -213,6 +213,7 @@ class PeopleMap:
         self._reloading = False
         self._changes_read = 0.0  # when the change log was last read
         self._announced = 0  # ``_announced`` as of then
+        self._warned_at = -math.inf  # when Redis trouble was last logged
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -356,7 +357,11 @@ class PeopleMap:
             try:
                 entries, added, missed = _stream_since(self._stream_at, self._stream_seen)
             except Exception:  # noqa: BLE001 - Redis trouble: serve what we have
-                logger.warning("people map: cannot read the change log", exc_info=True)
+                now = time.monotonic()
+                if now - self._warned_at > 60.0:  # once a minute, not at every read
+                    self._warned_at = now
+                    logger.warning("people map: cannot read the change log; serving the map as it is",
+                                   exc_info=True)
                 return
             reload_all = any(user_id == EVERYONE for _, user_id in entries)
             ids = [int(user_id) for _, user_id in entries if user_id != EVERYONE]

@@ -205,3 +205,21 @@ def test_a_bulk_load_asks_every_process_to_load_its_map_again(alice: User) -> No
             break
         threading.Event().wait(0.05)
     assert len(mine) == Profile.objects.filter(location__isnull=False, discoverable=True).count()
+
+
+@pytest.mark.django_db
+def test_without_redis_the_map_keeps_serving_what_it_has(
+    alice: User, settings: object, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis down (here: a port nobody listens on) costs freshness, never an answer."""
+    people_map.current()
+    settings.CACHES = {**settings.CACHES, "default": {  # type: ignore[attr-defined]
+        **settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/0"}}  # type: ignore[attr-defined]
+    people_map._changes_read = 0.0  # read the (unreachable) change log now
+    found = people_map.nearest(lon=-79.9959, lat=40.4406, radius_m=1_000, cap=10, grid_m=100.0)
+    assert alice.pk in found.ids
+    assert "cannot read the change log" in caplog.text
+    people_map._changes_read = 0.0
+    caplog.clear()
+    people_map.current()
+    assert "cannot read the change log" not in caplog.text  # logged once a minute, not at every read

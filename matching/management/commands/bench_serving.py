@@ -13,7 +13,9 @@ Runs on whatever database ``DATABASE_URL`` names (a throwaway one: see docs/BENC
    benchmark. Speed, not quality, is measured here (quality: docs/EVALUATION.md).
 3. Re-embedding: two Celery worker processes (one ``celery worker -c 2``, started here on a
    private queue) recompute every user's embeddings and the FAISS index through
-   ``embeddings_rebuild_start``; wall clock from the start to the set being ready.
+   ``embeddings_rebuild_start``; wall clock from the start to the set being ready. What the new
+   set queues on the bulk queue (a private one here) is dropped and counted, so that it does not
+   run during the later phases.
 4. ANN: top-20 of ``--ann-queries`` people's seed embeddings in the published index against an
    exact inner-product scan of the same vectors (recall), and milliseconds per single query
    with one thread (as a web request runs it).

@@ -75,11 +75,15 @@ _KEY_ROW = 1 << 26
 _HALF_WORLD = math.pi * MERCATOR_R  # web-mercator x of the antimeridian
 _WORLD = 2 * _HALF_WORLD
 
-# The people nearby may show, as ``nearby_candidates`` filtered them before: one row each.
-_ELIGIBLE = """
+# Who people nearby may show (``p``: users_profile, ``u``: users_user); the final read of the
+# people an answer shows checks the same condition.
+SHOWN_WHERE = (
+    "p.location IS NOT NULL AND p.discoverable AND u.is_active AND NOT u.is_hidden AND NOT u.is_suspended"
+)
+_ELIGIBLE = f"""
 SELECT p.user_id, coalesce(p.birth_year, -1)::int8, ST_X(p.location::geometry), ST_Y(p.location::geometry)
 FROM users_profile p JOIN users_user u ON u.id = p.user_id
-WHERE p.location IS NOT NULL AND p.discoverable AND u.is_active AND NOT u.is_hidden AND NOT u.is_suspended
+WHERE {SHOWN_WHERE}
 """
 _COLUMNS = (("id", "i8"), ("year", "i8"), ("lon", "f8"), ("lat", "f8"))
 _FRIENDSHIPS = "SELECT from_user_id::int8, to_user_id::int8 FROM users_connection WHERE status = 'accepted'"
@@ -389,9 +393,9 @@ class PeopleMap:
             dead = state.dead.copy()
             dead[state.base.rows_of(user_ids)] = True
             overlay = {k: v for k, v in state.overlay.items() if k not in set(as_list)}
-            for uid, year, lon, lat in zip(rows["id"].tolist(), rows["year"].tolist(), rows["lon"].tolist(),
-                                           rows["lat"].tolist(), strict=True):
-                overlay[uid] = (lon, lat, float("nan") if year < 0 else float(year))
+            for uid, year, lon, lat in zip(rows["id"].tolist(), _years(rows["year"]).tolist(),
+                                           rows["lon"].tolist(), rows["lat"].tolist(), strict=True):
+                overlay[uid] = (lon, lat, year)
             friends_overlay = dict(state.friends_overlay)
             for uid in as_list:
                 friends_overlay[uid] = target[source == uid]

@@ -11,3 +11,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "socialmatch.settings.local")
 app = Celery("socialmatch")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+def queue_purge(queue: str) -> int:
+    """Drop the tasks waiting in ``queue``; how many there were."""
+    with app.connection_for_write() as conn:
+        return int(conn.default_channel.queue_purge(queue) or 0)

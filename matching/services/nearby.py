@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
 from django.utils import timezone
 
 from matching.ml.features import log_cap
@@ -60,7 +59,7 @@ from matching.ml.pairs import (
     haversine_km,
 )
 from matching.ml.person_rows import PersonRows, spot_keys, spot_unpack
-from matching.people_map import Nearest, people_map
+from matching.people_map import SHOWN_WHERE, Nearest, people_map
 from matching.services.experiments import serving_arm
 from matching.services.impressions import impressions_record
 from matching.serving import ServingSet, store
@@ -147,22 +146,15 @@ ARRAY(SELECT blocked_id FROM users_block WHERE blocker_id = %(me)s
 """
 
 def _mutual_friends(me: int, others: list[int]) -> dict[int, int]:
+    """Friends each of ``others`` has in common with ``me`` (the rules' reason; the model's comes
+    from its pair context), from the people map's friendships."""
     if not others:
         return {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH friends AS (
-                SELECT CASE WHEN from_user_id = %(me)s THEN to_user_id ELSE from_user_id END AS f
-                FROM users_connection WHERE status = 'accepted' AND (from_user_id = %(me)s OR to_user_id = %(me)s))
-            SELECT o.id, count(*) FROM unnest(%(others)s::bigint[]) AS o(id)
-            JOIN users_connection c ON c.status = 'accepted' AND (c.from_user_id = o.id OR c.to_user_id = o.id)
-            JOIN friends ON friends.f = CASE WHEN c.from_user_id = o.id THEN c.to_user_id ELSE c.from_user_id END
-            GROUP BY o.id
-            """,
-            {"me": me, "others": others},
-        )
-        return dict(cursor.fetchall())
+    users, friends = people_map.friendships(np.array(others, dtype=np.int64))
+    mine = np.unique(people_map.friendships(np.array([me], dtype=np.int64))[1])
+    common = np.isin(friends, mine)
+    counted, counts = np.unique(users[common], return_counts=True)
+    return dict(zip(counted.tolist(), counts.tolist(), strict=True))
 
 
 # The asker's own position, interests and birth year, and who they never see (one row even
@@ -174,10 +166,9 @@ _ASKER_SQL = f"""
 SELECT ST_X(p.location::geometry), ST_Y(p.location::geometry), p.interests, p.birth_year, {_EXCLUDED_SQL}
 FROM (SELECT 1) AS one LEFT JOIN users_profile p ON p.user_id = %(me)s
 """
-_SHOWN_SQL = """
+_SHOWN_SQL = f"""
 SELECT p.user_id, p.display_name, p.interests FROM users_profile p JOIN users_user u ON u.id = p.user_id
-WHERE p.user_id = ANY(%(ids)s)
-  AND p.location IS NOT NULL AND p.discoverable AND u.is_active AND NOT u.is_hidden AND NOT u.is_suspended
+WHERE p.user_id = ANY(%(ids)s) AND {SHOWN_WHERE}
 """
 # People read for an answer beyond ``limit``, so that one who may no longer be shown leaves a
 # place the next one takes.

@@ -305,7 +305,6 @@ def test_the_new_model_s_recomputations_go_to_the_bulk_queue_and_a_join_s_does_n
     from django.core.cache import cache
 
     from activities.factories import ActivityFactory
-    from matching.management.commands.bench_serving import _purge
     from matching.services.activity_recommendations import (
         activity_recommendations_refresh_upcoming,
         activity_recommendations_schedule,
@@ -314,17 +313,17 @@ def test_the_new_model_s_recomputations_go_to_the_bulk_queue_and_a_join_s_does_n
     cache.clear()
     bulk, default = f"test-bulk-{os.getpid()}", f"test-default-{os.getpid()}"
     settings.CELERY_BULK_QUEUE = bulk  # type: ignore[attr-defined]
-    from socialmatch.celery import app
+    from socialmatch.celery import app, queue_purge
 
     app.conf.task_default_queue, before = default, app.conf.task_default_queue
     try:
-        _purge(bulk), _purge(default)
+        queue_purge(bulk), queue_purge(default)
         ActivityFactory(organiser=alice, starts_at=timezone.now() + dt.timedelta(days=2))
         ActivityFactory(organiser=alice, starts_at=timezone.now() + dt.timedelta(days=3))
         joined = ActivityFactory(organiser=alice, starts_at=timezone.now() + dt.timedelta(days=90))
         with django_capture_on_commit_callbacks(execute=True):  # type: ignore[operator]
             assert activity_recommendations_refresh_upcoming() == 2
             assert activity_recommendations_schedule(activity_id=joined.pk, countdown=60)
-        assert (_purge(bulk), _purge(default)) == (2, 1)
+        assert (queue_purge(bulk), queue_purge(default)) == (2, 1)
     finally:
         app.conf.task_default_queue = before

@@ -319,6 +319,7 @@ class Command(BaseCommand):
     def _reembed(self, version: Any, report: dict[str, Any]) -> None:
         from matching.models import EmbeddingSet
         from matching.services.embeddings import embeddings_rebuild_start
+        from socialmatch.celery import queue_purge
 
         with _celery_worker(concurrency=2) as (worker, _):
             started = time.perf_counter()
@@ -339,7 +340,7 @@ class Command(BaseCommand):
         # up to 2,000, 1 to 2 s each at 1,000,000 people) is a production worker's job for the
         # next hour, not serving's: run during the HTTP phases it took a core from them. Dropped,
         # and counted.
-        report["bulk_tasks_not_run"] = _purge(_bulk_queue())
+        report["bulk_tasks_not_run"] = queue_purge(_bulk_queue())
         report["reembed_split"] = {
             "inputs_in_caller": round(queued - started, 1),
             "chunks_and_index_on_workers": round(finished - queued, 1),
@@ -521,14 +522,6 @@ def _celery_worker(*, concurrency: int) -> Iterator[tuple[subprocess.Popen[bytes
 def _bulk_queue() -> str:
     """This run's own bulk queue (``CELERY_BULK_QUEUE`` of its workers), which no worker takes."""
     return f"bench-{os.getpid()}-bulk"
-
-
-def _purge(queue: str) -> int:
-    """Drop the tasks waiting in ``queue``; how many there were."""
-    from socialmatch.celery import app
-
-    with app.connection_for_write() as conn:
-        return int(conn.default_channel.queue_purge(queue) or 0)
 
 
 def _active_version() -> Any:

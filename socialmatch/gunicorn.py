@@ -2,7 +2,8 @@
 
 Each worker loads the people map (``matching.people_map``: who people nearby may show, and
 everyone's friendships) before it takes its first request; loaded on first use instead, the first
-request each worker got waited for it (2.4 s at 1,000,000 people).
+request each worker got waited for it (3.2 s at 1,000,000 people: ``bench_serving``'s
+``people_map_load_seconds``).
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ Runs on whatever database ``DATABASE_URL`` names (a throwaway one: see docs/BENC
    requests/s the server sustains.
 7. Breakdown: in-process, where a request's time goes (``_breakdown``): the whole
    ``nearby_matches`` and its candidates (exclusions and the people map), pair context and pair
-   features, medians over ``--breakdown-people`` random people.
+   features, medians over ``--breakdown-people`` random people; and the seconds and megabytes
+   of loading the people map, as each web worker does before its first request.
 """
 
 from __future__ import annotations
@@ -555,6 +556,17 @@ def _breakdown(*, people: int) -> dict[str, Any]:
     from users.models import Profile
 
     serving = store.current()
+    # What a web worker does before its first request (``socialmatch.gunicorn``): load the people
+    # map. Its seconds and its arrays' size.
+    from matching.people_map import people_map
+
+    people_map.reset()
+    started = time.perf_counter()
+    state = people_map.current()
+    map_seconds = time.perf_counter() - started
+    base, friends = state.base, state.friends
+    map_bytes = sum(a.nbytes for a in (base.keys, base.ids, base.lon, base.lat, base.years, base.by_id,
+                                       base.sorted_ids, state.dead, friends.offsets, friends.neighbours))
     warm_up = 10  # the first requests warm up connections and prepared statements
     chosen = list(Profile.objects.filter(location__isnull=False).select_related("user").order_by("?")[:people + warm_up])
     warm_up = min(warm_up, len(chosen) // 2)
@@ -579,7 +591,9 @@ def _breakdown(*, people: int) -> dict[str, Any]:
         if i >= warm_up:
             for name, value in (("total", total), ("candidates", candidates), ("context", loaded), ("features", features)):
                 times[name].append(value * 1000)
-    return {f"{name}_p50_ms": round(statistics.median(v), 2) for name, v in times.items() if v} | {"people": people}
+    return {f"{name}_p50_ms": round(statistics.median(v), 2) for name, v in times.items() if v} | {
+        "people": people, "people_map_load_seconds": round(map_seconds, 2),
+        "people_map_mb": round(map_bytes / 1e6, 1)}
 
 
 # The relations a nearby request reads (tables and all their indexes).

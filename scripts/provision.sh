@@ -26,13 +26,16 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# 1. System packages: PostgreSQL server, Redis, GDAL/GEOS for GeoDjango, Python venv support.
+# 1. System packages: PostgreSQL server, Redis, GDAL/GEOS for GeoDjango, Python venv support, C++.
 missing=()
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql postgresql-contrib)
 command -v redis-server >/dev/null || missing+=(redis-server)
 ldconfig -p | grep -q 'libgdal\.so' || missing+=(gdal-bin)
 ldconfig -p | grep -q 'libgeos_c\.so' || missing+=(libgeos-c1v5)
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# A C++ compiler for the towers' attention kernel (matching/ml/kernels.cpp, built on first use;
+# without one the towers run on PyTorch's operators, correct but slower).
+command -v c++ >/dev/null || command -v g++ >/dev/null || missing+=(g++)
 # Debian's Chromium for the browser tests (Playwright drives /usr/bin/chromium; its own download fails).
 command -v chromium >/dev/null || missing+=(chromium fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from matching.ml import kernels
+
 
 @dataclass
 class ModelConfig:
@@ -102,6 +104,8 @@ class FieldEmbedding(nn.Module):
                 nn.init.normal_(bag.weight, std=0.05)
 
     def forward(self, x: TowerInput) -> torch.Tensor:
+        if not torch.is_grad_enabled() and all(type(proj) is nn.Linear for proj in self.dense):  # not quantised
+            return self._inference(x)
         batch, d = x.dense.shape[0], self.config.token_dim
         # The group Linears as one block-diagonal matmul: the same maps in one call instead of five.
         weight = torch.block_diag(*(proj.weight for proj in self.dense))  # (G*D, sum(group_dims))
@@ -116,6 +120,29 @@ class FieldEmbedding(nn.Module):
             tokens.append(self.cells(x.cells))
         out = torch.cat([t.view(batch, -1, d) for t in tokens], dim=1)  # (B, F, D)
         return out + self.field_bias
+
+    def _inference(self, x: TowerInput) -> torch.Tensor:
+        """The same tokens without autograd, each written once into its place: one small product
+        per group instead of the block-diagonal one (five times the multiplications, mostly by
+        zeros), the field bias folded in, no concatenation."""
+        batch, d = x.dense.shape[0], self.config.token_dim
+        out = torch.empty(batch, self.config.n_fields, d)  # (B, F, D)
+        start, field = 0, 0
+        for proj in self.dense:
+            stop = start + proj.in_features
+            torch.addmm(proj.bias + self.field_bias[field], x.dense[:, start:stop], proj.weight.t(), out=out[:, field])
+            start, field = stop, field + 1
+        if self.venues is not None:
+            bag = _bag(self.venues.weight, x.venue_index, x.venue_offsets, x.venue_weights, "sum")
+            torch.add(bag, self.field_bias[field], out=out[:, field])
+            field += 1
+        if self.friends is not None:
+            bag = _bag(self.friends.weight, x.friend_index, x.friend_offsets, None, "mean")
+            torch.add(bag, self.field_bias[field], out=out[:, field])
+            field += 1
+        if self.cells is not None:
+            torch.add(self.cells(x.cells), self.field_bias[field], out=out[:, field])
+        return out
 
 
 class _BagFunction(torch.autograd.Function):
@@ -251,6 +278,26 @@ def _split_heads(qkv: torch.Tensor, heads: int) -> tuple[list[torch.Tensor], lis
     return list(parts[:heads]), list(parts[heads:2 * heads]), list(parts[2 * heads:])
 
 
+def _core_kernel(x: torch.Tensor, heads: int) -> bool:
+    """Whether an attention layer's core runs compiled (``kernels.attention_core``)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and kernels.available(x.shape[1], x.shape[2], heads)
+
+
+def _attend_compiled(layer: FieldSelfAttention | ProductiveAttention, qkv: torch.Tensor,
+                     product_weights: torch.Tensor | None) -> torch.Tensor:
+    """The layer's scores, softmax, dropout and mixing by the compiled kernel: (B, F, 3D) -> (B, F, D).
+
+    Dropout draws its multipliers from the layer's ``Dropout`` applied to ones, laid out as the
+    kernel reads them (by key, then query padded to a multiple of eight)."""
+    b, f = qkv.shape[0], qkv.shape[1]
+    mask = None
+    if layer.training and layer.dropout.p > 0:
+        mask = layer.dropout(torch.ones(b, layer.heads, f, -(-f // 8) * 8))
+    mixed, weights = kernels.attention_core(qkv, product_weights, layer.heads, mask)
+    layer._weights = list(weights.unbind(1))
+    return mixed
+
+
 class FieldSelfAttention(nn.Module):
     """Multi-head scaled dot-product self-attention across the field tokens, with the weights kept.
 
@@ -270,13 +317,22 @@ class FieldSelfAttention(nn.Module):
         self._weights: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        queries, keys, values = _split_heads(self.qkv(x), self.heads)  # each H x (B, F, d)
+        qkv = self.qkv(x)  # (B, F, 3D)
+        if _core_kernel(x, self.heads):
+            return self.out(_attend_compiled(self, qkv, None))
+        queries, keys, values = _split_heads(qkv, self.heads)  # each H x (B, F, d)
         self._weights, mixed = [], []
         for q, k, v in zip(queries, keys, values, strict=True):
             weights = _softmax(torch.bmm(q, k.transpose(1, 2)), self.head_dim**-0.5)  # (B, F, F)
             self._weights.append(weights.detach())
             mixed.append(torch.bmm(self.dropout(weights), v))  # (B, F, d)
         return self.out(torch.cat(mixed, dim=-1))  # (B, F, D)
+
+    def fused(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+        """``norm(self(x) + x)`` by the compiled inference kernel (``matching.ml.kernels``)."""
+        y, weights = kernels.field_attention(x, self.qkv, None, self.out, norm, self.heads)
+        self._weights = list(weights.unbind(1))
+        return y
 
     @property
     def last_weights(self) -> torch.Tensor | None:
@@ -316,7 +372,10 @@ class ProductiveAttention(nn.Module):
         self._weights: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        queries, keys, values = _split_heads(self.qkv(x), self.heads)  # each H x (B, F, d)
+        qkv = self.qkv(x)  # (B, F, 3D)
+        if _core_kernel(x, self.heads):
+            return self.out(_attend_compiled(self, qkv, self.product_weights.view(self.heads, self.head_dim)))
+        queries, keys, values = _split_heads(qkv, self.heads)  # each H x (B, F, d)
         self._weights, mixed = [], []
         for h, (q, k, v) in enumerate(zip(queries, keys, values, strict=True)):
             # sum_d w_d q_id k_jd  ==  (q * w) @ k^T
@@ -325,6 +384,12 @@ class ProductiveAttention(nn.Module):
             self._weights.append(weights.detach())
             mixed.append(q * torch.bmm(self.dropout(weights), v))  # (B, F, d)
         return self.out(torch.cat(mixed, dim=-1))  # (B, F, D)
+
+    def fused(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+        """``norm(self(x) + x)`` by the compiled inference kernel (``matching.ml.kernels``)."""
+        y, weights = kernels.field_attention(x, self.qkv, self.product_weights, self.out, norm, self.heads)
+        self._weights = list(weights.unbind(1))
+        return y
 
     @property
     def last_weights(self) -> torch.Tensor | None:
@@ -354,12 +419,44 @@ class Tower(nn.Module):
 
     def forward(self, x: TowerInput) -> torch.Tensor:
         tokens = self.fields(x)  # (B, F, D)
+        # Inference (eval mode, no gradients) takes the compiled attention kernel where it runs
+        # and the DNN block with BatchNorm folded in; training and anything with gradients, the
+        # autograd path. Tests hold the two equal.
+        # (A quantised copy, whose Linears are no longer nn.Linear, keeps PyTorch's operators.)
+        inference = not self.training and not torch.is_grad_enabled()
+        fused = (
+            inference and tokens.device.type == "cpu" and kernels.available(*tokens.shape[1:], self.config.heads)
+            and all(type(m) is nn.Linear for m in (self.self_attention.qkv, self.self_attention.out,
+                                                   self.productive.qkv, self.productive.out))
+        )
+        folded = inference and all(type(m) is nn.Linear for m in self.dnn[::4])
         if self.config.use_self_attention:
-            tokens = self.norm1(self.self_attention(tokens).add_(tokens))  # residual, in place
+            if fused:
+                tokens = self.self_attention.fused(tokens, self.norm1)
+            else:
+                tokens = self.norm1(self.self_attention(tokens).add_(tokens))  # residual, in place
         if self.config.use_productive_attention:
-            tokens = self.norm2(self.productive(tokens).add_(tokens))
-        hidden = self.dnn(tokens.flatten(1))  # (B, F*D) -> (B, 128)
+            if fused:
+                tokens = self.productive.fused(tokens, self.norm2)
+            else:
+                tokens = self.norm2(self.productive(tokens).add_(tokens))
+        hidden = self._dnn_folded(tokens.flatten(1)) if folded else self.dnn(tokens.flatten(1))  # (B, F*D) -> (B, 128)
         return F.normalize(self.project(self.transform(hidden)), dim=-1)  # (B, 64)
+
+
+    def _dnn_folded(self, x: torch.Tensor) -> torch.Tensor:
+        """The DNN block in eval mode with each BatchNorm folded into the Linear before it
+        (``W' = diag(g / sqrt(v + eps)) W``, ``b' = (b - m) g / sqrt(v + eps) + beta``): one pass
+        over the activations per layer instead of three."""
+        layers = list(self.dnn)
+        for i in range(0, len(layers), 4):
+            linear, norm = layers[i], layers[i + 1]
+            assert isinstance(linear, nn.Linear) and isinstance(norm, nn.BatchNorm1d)
+            assert norm.running_mean is not None and norm.running_var is not None
+            factor = norm.weight * torch.rsqrt(norm.running_var + norm.eps)  # (H,)
+            bias = (linear.bias - norm.running_mean) * factor + norm.bias
+            x = torch.addmm(bias, x, (linear.weight * factor[:, None]).t()).relu_()
+        return x
 
 
 class SeedSetAttention(nn.Module):

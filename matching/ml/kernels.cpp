@@ -1,0 +1,378 @@
+/* Inference kernel of a tower's field-attention layer: one pass per person over their F tokens.
+ *
+ * Computes, for each person b (tokens x: F x D, heads H of width d = D / H):
+ *
+ *   [Q K V] = x Wqkv^T + bqkv                                  (F x 3D)
+ *   a_h     = softmax_j( scale * (Q_h . w_h) K_h^T )           (F x F per head; w_h = 1 for
+ *                                                               plain self-attention)
+ *   m_h     = a_h V_h            (self-attention)
+ *   m_h     = Q_h . (a_h V_h)    (productive attention; "." is the element-wise product)
+ *   y       = LayerNorm([m_1 .. m_H] Wout^T + bout + x)        (F x D)
+ *
+ * which is what ``FieldSelfAttention`` / ``ProductiveAttention`` followed by the residual and
+ * ``LayerNorm`` compute in ``matching/ml/model.py`` in eval mode. PyTorch runs it as a dozen
+ * operators over (B, F, F) and (B, F, d) tensors, each a pass over memory and the attention
+ * products as B tiny batched matrix products; here one person's tokens, projections and scores
+ * stay in registers and L1 and every weight matrix (at most a few KB) stays in cache.
+ *
+ * Written with GCC/Clang vector types of eight floats (one AVX register; two SSE or NEON ones
+ * elsewhere) rather than left to the auto-vectoriser, which vectorised only some of these short
+ * loops. The shape is fixed when compiling (-DFIELDS=8 -DWIDTH=16 -DHEADS=2 for the default
+ * model), so every loop here has constant bounds and unrolls: ``matching/ml/kernels.py`` builds
+ * one library per shape a model needs, with the flags of the machine it runs on, and sends shapes
+ * this file does not take (widths not multiples of 8) to PyTorch.
+ */
+#include <cstdint>
+
+#include <omp.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));  // unaligned access
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+INLINE v8 load(const float *p) { return *reinterpret_cast<const v8u *>(p); }
+INLINE void store(float *p, v8 v) { *reinterpret_cast<v8u *>(p) = v; }
+INLINE v8 splat(float a) { return v8{a, a, a, a, a, a, a, a}; }
+INLINE v8 vmax(v8 a, v8 b) { return a > b ? a : b; }
+
+/* exp(x) for x <= 0 (softmax inputs after subtracting the row maximum): the Cephes single
+ * precision polynomial (relative error below 2e-7). Inputs under -87 give about 1e-38, as good
+ * as 0 after normalisation. */
+INLINE v8 exp_nonpositive(v8 x) {
+    x = x < -87.0f ? splat(-87.0f) : x;
+    const v8 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+    v8 r = x - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    v8 p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const v8 e = p * r * r + r + 1.0f;
+    const v8i two_n = (__builtin_convertvector(n, v8i) + 127) << 23;
+    return e * reinterpret_cast<v8>(two_n);
+}
+
+constexpr int F = FIELDS, D = WIDTH, H = HEADS;
+constexpr int FV = (F + 7) / 8, P = 8 * FV;  // vectors over the fields, fields padded to them
+static_assert(F >= 1 && F <= 64 && D % 8 == 0 && H >= 1 && D % H == 0 && (D / H) % 8 == 0,
+              "a shape kernels.py should have sent to PyTorch");
+
+/* Scores, softmax and mixing of one head for one person, as vectors over the queries.
+ * q_t: the head's queries transposed (d x P, lanes past F zero); rows: the person's projection rows
+ * (F x 3D), the head's keys from column k0, values from v0; pws: the head's product weights times
+ * the softmax scale; mask: dropout multipliers by key (F x P) or nullptr. Writes the weights by key
+ * (F x P) to attention and the mixed values transposed (d x P) to mixed_t; the productive layer's
+ * values are multiplied by the queries. */
+template <bool PRODUCTIVE>
+INLINE void head_forward(
+    const float (*__restrict q_t)[P], const float (*__restrict rows)[3 * D], int k0, int v0,
+    const float *__restrict pws, const float *__restrict mask, float *__restrict attention,
+    float (*__restrict mixed_t)[P])
+{
+    constexpr int d = D / H;
+    v8 scores[F][FV];
+    for (int j = 0; j < F; j++)
+        for (int f = 0; f < FV; f++) scores[j][f] = v8{};
+    for (int c = 0; c < d; c++) {
+        for (int f = 0; f < FV; f++) {
+            const v8 qw = load(q_t[c] + 8 * f) * pws[c];
+            for (int j = 0; j < F; j++) scores[j][f] += qw * rows[j][k0 + c];
+        }
+    }
+    for (int f = 0; f < FV; f++) {
+        v8 top = scores[0][f], total = {};
+        for (int j = 1; j < F; j++) top = vmax(top, scores[j][f]);
+        for (int j = 0; j < F; j++) {
+            scores[j][f] = exp_nonpositive(scores[j][f] - top);
+            total += scores[j][f];
+        }
+        const v8 inv = 1.0f / total;
+        for (int j = 0; j < F; j++) {
+            scores[j][f] *= inv;
+            store(attention + j * P + 8 * f, scores[j][f]);
+            if (mask) scores[j][f] *= load(mask + j * P + 8 * f);
+        }
+    }
+    for (int c = 0; c < d; c++) {
+        for (int f = 0; f < FV; f++) {
+            v8 m = {};
+            for (int j = 0; j < F; j++) m += scores[j][f] * rows[j][v0 + c];
+            if (PRODUCTIVE) m *= load(q_t[c] + 8 * f);
+            store(mixed_t[c] + 8 * f, m);
+        }
+    }
+}
+
+/* One person: F tokens of width D in H heads.
+ *
+ * The projections are computed a token at a time (a vector over output widths); everything after
+ * them a column at a time, as vectors over the F tokens ("transposed"): the scores of key j for all
+ * queries, their softmax and the mixing are then lane-wise operations on independent vectors, with
+ * no reduction across lanes and no chain of dependent operations longer than the head width. (A
+ * token-at-a-time version ran a third as fast on a Zen 1 core: its softmax reductions across lanes
+ * and per-row dependency chains left the core waiting.)
+ *
+ * product_weights: (H, d), already multiplied by the softmax scale. attention: (H, F keys, P) with
+ * each key's weights for all queries in a row, read back as a transposed view. */
+template <bool PRODUCTIVE>
+INLINE void layer_one(
+    const float *__restrict x, const float *__restrict wqkv_t, const float *__restrict bqkv,
+    const float *__restrict product_weights, const float *__restrict wout, const float *__restrict bout,
+    const float *__restrict ln_weight, const float *__restrict ln_bias, float eps, float *__restrict y,
+    float *__restrict attention)
+{
+    constexpr int d = D / H, QV = 3 * D / 8;
+    alignas(32) float qkv[F][3 * D], q_t[D][P] = {}, x_t[D][P] = {}, mixed_t[D][P], y_t[D][P];
+
+    // Two tokens at a time: each weight vector loaded once serves both (loads, not arithmetic,
+    // limited the one-token loop).
+    for (int i0 = 0; i0 < F; i0 += 2) {
+        constexpr int W = QV;
+        const int i1 = i0 + 1 < F ? i0 + 1 : i0;
+        v8 acc0[W], acc1[W];
+        for (int v = 0; v < W; v++) acc0[v] = acc1[v] = load(bqkv + 8 * v);
+        for (int c = 0; c < D; c++) {
+            const float x0 = x[i0 * D + c], x1 = x[i1 * D + c];
+            for (int v = 0; v < W; v++) {
+                const v8 w = load(wqkv_t + c * 3 * D + 8 * v);
+                acc0[v] += w * x0;
+                acc1[v] += w * x1;
+            }
+        }
+        for (int v = 0; v < W; v++) {
+            store(qkv[i0] + 8 * v, acc0[v]);
+            store(qkv[i1] + 8 * v, acc1[v]);
+        }
+    }
+    for (int i = 0; i < F; i++)
+        for (int c = 0; c < D; c++) {
+            q_t[c][i] = qkv[i][c];
+            x_t[c][i] = x[i * D + c];
+        }
+    for (int h = 0; h < H; h++)
+        head_forward<PRODUCTIVE>(q_t + h * d, qkv, D + h * d, 2 * D + h * d, product_weights + h * d, nullptr,
+                                 attention + h * F * P, mixed_t + h * d);
+    for (int f = 0; f < FV; f++) {
+        v8 out[D], mean = {}, var = {};
+        for (int o = 0; o < D; o++) {
+            v8 acc = load(x_t[o] + 8 * f) + bout[o];
+            for (int c = 0; c < D; c++) acc += load(mixed_t[c] + 8 * f) * wout[o * D + c];
+            out[o] = acc;
+            mean += acc;
+        }
+        mean *= 1.0f / (float)D;
+        for (int o = 0; o < D; o++) {
+            out[o] -= mean;
+            var += out[o] * out[o];
+        }
+        v8 inv_std;
+        for (int k = 0; k < 8; k++) inv_std[k] = 1.0f / __builtin_sqrtf(var[k] * (1.0f / (float)D) + eps);
+        for (int o = 0; o < D; o++) store(y_t[o] + 8 * f, out[o] * inv_std * ln_weight[o] + ln_bias[o]);
+    }
+    for (int i = 0; i < F; i++)
+        for (int o = 0; o < D; o++) y[i * D + o] = y_t[o][i];
+}
+
+template <bool PRODUCTIVE>
+static void layer_loop(
+    int64_t batch, int threads, const float *x, const float *wqkv_t, const float *bqkv,
+    const float *product_weights, const float *wout, const float *bout, const float *ln_weight,
+    const float *ln_bias, float eps, float *y, float *attention)
+{
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++)
+        layer_one<PRODUCTIVE>(
+            x + b * F * D, wqkv_t, bqkv, product_weights, wout, bout, ln_weight, ln_bias, eps,
+            y + b * F * D, attention + b * H * F * P);
+}
+
+/* A batch of people on ``threads`` OpenMP threads (PyTorch's own runtime: kernels.py loads this
+ * library into a process where torch has loaded libgomp, so its idle workers, still spinning
+ * after PyTorch's last operator, take this work rather than compete with a second pool for the
+ * cores). Row-major float32 arrays: x and y (B, F, D); wqkv_t (D, 3D),
+ * the qkv Linear's weight transposed; wout (D, D), the output Linear's weight as it is;
+ * product_weights (H, D / H) times the softmax scale (all equal to the scale for self-attention);
+ * attention (B, H, F, P) with P the fields rounded up to a multiple of 8, key by query. Returns 0,
+ * or -1 when called for another shape than the one compiled. */
+extern "C" int field_attention_layer(
+    int64_t batch, int threads, int fields, int width, int heads, const float *x, const float *wqkv_t,
+    const float *bqkv, const float *product_weights, const float *wout, const float *bout,
+    const float *ln_weight, const float *ln_bias, float eps, int productive, float *y, float *attention)
+{
+    if (fields != F || width != D || heads != H) return -1;
+    (productive ? layer_loop<true> : layer_loop<false>)(
+        batch, threads, x, wqkv_t, bqkv, product_weights, wout, bout, ln_weight, ln_bias, eps, y, attention);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Training: the attention core alone (scores, softmax, dropout, mixing) forward and backward, for
+ * an autograd Function in kernels.py; the projections, residual and LayerNorm stay PyTorch's
+ * (batched matrix products over all tokens, which it does well). For one head, with
+ * qw = q . pws (pws: product weights times the scale), S = qw K^T, A = softmax(S), Ad = A . M
+ * (M: dropout multipliers), O = Ad V and out = O (or q . O, productive):
+ *   dO = dout (. q);  dq_direct = dout . O (productive);  dV = Ad^T dO;
+ *   dA = (dO V^T) . M;  dS = A . (dA - rowsum(dA . A));
+ *   dqw = dS K;  dK = dS^T qw;  dq = dqw . pws (+ dq_direct);  dpw = sum(dqw . q) * scale.
+ * ------------------------------------------------------------------------------------------- */
+
+template <bool PRODUCTIVE>
+INLINE void core_forward_one(
+    const float *__restrict qkv, const float *__restrict pws, const float *__restrict mask,
+    float *__restrict out, float *__restrict attention)
+{
+    constexpr int d = D / H;
+    const auto rows = reinterpret_cast<const float (*)[3 * D]>(qkv);
+    alignas(32) float q_t[D][P] = {}, mixed_t[D][P];
+    for (int i = 0; i < F; i++)
+        for (int c = 0; c < D; c++) q_t[c][i] = rows[i][c];
+    for (int h = 0; h < H; h++)
+        head_forward<PRODUCTIVE>(q_t + h * d, rows, D + h * d, 2 * D + h * d, pws + h * d,
+                                 mask ? mask + h * F * P : nullptr, attention + h * F * P, mixed_t + h * d);
+    for (int i = 0; i < F; i++)
+        for (int c = 0; c < D; c++) out[i * D + c] = mixed_t[c][i];
+}
+
+template <bool PRODUCTIVE>
+INLINE void core_backward_one(
+    const float *__restrict qkv, const float *__restrict pws, const float *__restrict mask,
+    const float *__restrict attention, const float *__restrict grad_out, float *__restrict grad_qkv,
+    v8 (*__restrict pw_sums)[FV])
+{
+    constexpr int d = D / H, HV = d / 8;
+    const auto rows = reinterpret_cast<const float (*)[3 * D]>(qkv);
+    const auto grad_rows = reinterpret_cast<float (*)[3 * D]>(grad_qkv);
+    alignas(32) float q_t[D][P] = {}, g_t[D][P] = {}, dq_t[D][P];
+    for (int i = 0; i < F; i++)
+        for (int c = 0; c < D; c++) {
+            q_t[c][i] = rows[i][c];
+            g_t[c][i] = grad_out[i * D + c];
+        }
+    for (int h = 0; h < H; h++) {
+        const int q0 = h * d, k0 = D + q0, v0 = 2 * D + q0;
+        const float *att = attention + h * F * P, *msk = mask ? mask + h * F * P : nullptr;
+        v8 a[F][FV];
+        alignas(32) float ad_m[F][P], ds_m[F][P], do_t[d][P], do_rows[F][d], qw_rows[F][d], dqd_t[d][P];
+        for (int j = 0; j < F; j++)
+            for (int f = 0; f < FV; f++) {
+                a[j][f] = load(att + j * P + 8 * f);
+                store(ad_m[j] + 8 * f, msk ? a[j][f] * load(msk + j * P + 8 * f) : a[j][f]);
+            }
+        for (int c = 0; c < d; c++)
+            for (int f = 0; f < FV; f++) {
+                v8 g = load(g_t[q0 + c] + 8 * f);
+                if (PRODUCTIVE) {
+                    v8 o = {};
+                    for (int j = 0; j < F; j++) o += load(ad_m[j] + 8 * f) * rows[j][v0 + c];
+                    store(dqd_t[c] + 8 * f, g * o);
+                    g *= load(q_t[q0 + c] + 8 * f);
+                }
+                store(do_t[c] + 8 * f, g);
+            }
+        for (int i = 0; i < F; i++)
+            for (int c = 0; c < d; c++) {
+                do_rows[i][c] = do_t[c][i];
+                qw_rows[i][c] = rows[i][q0 + c] * pws[q0 + c];
+            }
+        for (int j = 0; j < F; j++)  // dV = Ad^T dO, a row per key
+            for (int u = 0; u < HV; u++) {
+                v8 acc = {};
+                for (int i = 0; i < F; i++) acc += load(do_rows[i] + 8 * u) * ad_m[j][i];
+                store(grad_rows[j] + v0 + 8 * u, acc);
+            }
+        v8 ds[F][FV], row_sums[FV];
+        for (int f = 0; f < FV; f++) row_sums[f] = v8{};
+        for (int j = 0; j < F; j++)
+            for (int f = 0; f < FV; f++) {
+                v8 da = {};
+                for (int c = 0; c < d; c++) da += load(do_t[c] + 8 * f) * rows[j][v0 + c];
+                if (msk) da *= load(msk + j * P + 8 * f);
+                ds[j][f] = da;
+                row_sums[f] += da * a[j][f];
+            }
+        for (int j = 0; j < F; j++)
+            for (int f = 0; f < FV; f++) {
+                ds[j][f] = a[j][f] * (ds[j][f] - row_sums[f]);
+                store(ds_m[j] + 8 * f, ds[j][f]);
+            }
+        for (int c = 0; c < d; c++)
+            for (int f = 0; f < FV; f++) {
+                v8 dqw = {};
+                for (int j = 0; j < F; j++) dqw += ds[j][f] * rows[j][k0 + c];
+                pw_sums[q0 + c][f] += dqw * load(q_t[q0 + c] + 8 * f);
+                v8 dq = dqw * pws[q0 + c];
+                if (PRODUCTIVE) dq += load(dqd_t[c] + 8 * f);
+                store(dq_t[q0 + c] + 8 * f, dq);
+            }
+        for (int j = 0; j < F; j++)  // dK = dS^T qw, a row per key
+            for (int u = 0; u < HV; u++) {
+                v8 acc = {};
+                for (int i = 0; i < F; i++) acc += load(qw_rows[i] + 8 * u) * ds_m[j][i];
+                store(grad_rows[j] + k0 + 8 * u, acc);
+            }
+    }
+    for (int i = 0; i < F; i++)
+        for (int c = 0; c < D; c++) grad_rows[i][c] = dq_t[c][i];
+}
+
+template <bool PRODUCTIVE>
+static void core_forward_loop(
+    int64_t batch, int threads, const float *qkv, const float *pws, const float *mask, float *out, float *attention)
+{
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++)
+        core_forward_one<PRODUCTIVE>(qkv + b * F * 3 * D, pws, mask ? mask + b * H * F * P : nullptr, out + b * F * D,
+                                     attention + b * H * F * P);
+}
+
+template <bool PRODUCTIVE>
+static void core_backward_loop(
+    int64_t batch, int threads, const float *qkv, const float *pws, const float *mask, const float *attention,
+    const float *grad_out, float *grad_qkv, float *grad_pw)
+{
+#pragma omp parallel num_threads(threads)
+    {
+        v8 pw_sums[D][FV] = {};
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++)
+            core_backward_one<PRODUCTIVE>(qkv + b * F * 3 * D, pws, mask ? mask + b * H * F * P : nullptr,
+                                          attention + b * H * F * P, grad_out + b * F * D, grad_qkv + b * F * 3 * D,
+                                          pw_sums);
+        float *mine = grad_pw + omp_get_thread_num() * D;
+        for (int c = 0; c < D; c++) {
+            v8 total = {};
+            for (int f = 0; f < FV; f++) total += pw_sums[c][f];
+            for (int k = 0; k < 8; k++) mine[c] += total[k];
+        }
+    }
+}
+
+/* A batch on ``threads`` threads: qkv (B, F, 3D) projections; pws (H, d) product weights times the
+ * scale (the scale alone for self-attention); mask (B, H, F, P) dropout multipliers by key, or
+ * null. Writes out (B, F, D) and attention (B, H, F, P), weights by key before dropout. */
+extern "C" int attention_core_forward(
+    int64_t batch, int threads, int fields, int width, int heads, const float *qkv, const float *pws,
+    const float *mask, int productive, float *out, float *attention)
+{
+    if (fields != F || width != D || heads != H) return -1;
+    (productive ? core_forward_loop<true> : core_forward_loop<false>)(batch, threads, qkv, pws, mask, out, attention);
+    return 0;
+}
+
+/* The gradients of attention_core_forward: grad_qkv (B, F, 3D), and in grad_pw (threads, H * d),
+ * zeroed by the caller, each thread's sum of dL/dqw . q (the caller adds them up and multiplies by
+ * the scale). */
+extern "C" int attention_core_backward(
+    int64_t batch, int threads, int fields, int width, int heads, const float *qkv, const float *pws,
+    const float *mask, const float *attention, const float *grad_out, int productive, float *grad_qkv,
+    float *grad_pw)
+{
+    if (fields != F || width != D || heads != H) return -1;
+    (productive ? core_backward_loop<true> : core_backward_loop<false>)(
+        batch, threads, qkv, pws, mask, attention, grad_out, grad_qkv, grad_pw);
+    return 0;
+}

@@ -1,0 +1,266 @@
+"""A compiled inference kernel for the towers' field-attention layers (``kernels.cpp``).
+
+In eval mode without gradients, each of a tower's two attention layers (projections, per-head
+scores, softmax, mixing, output projection, residual, LayerNorm) runs as one C++ pass per person
+instead of a dozen PyTorch operators over the whole batch: with eight tokens of sixteen, PyTorch's
+cost is memory passes and tiny batched matrix products, not arithmetic (docs/BENCHMARKS.md,
+Model). With gradients, the part between the projections has a compiled forward and backward.
+Both agree with PyTorch's operators to float32 rounding (tests/matching/test_kernels.py).
+
+1. ``library(fields, width, heads)`` compiles ``kernels.cpp`` for that shape once per source,
+   compiler and CPU into the user's cache directory (``$XDG_CACHE_HOME/socialmatch`` or
+   ``~/.cache/socialmatch``) with ``-march=native``, writing to a temporary file and renaming, so
+   processes starting together never load half a file. Where no C++ compiler works it logs once
+   and returns None, and the towers use PyTorch; so do shapes the kernel does not take
+   (``supports``).
+2. ``field_attention(...)`` returns the layer's output and attention weights, computed on
+   ``torch.get_num_threads()`` threads of PyTorch's own OpenMP runtime (the library is built with
+   ``-fopenmp`` and loaded after torch, whose ``libgomp.so.1`` it then shares; a thread pool of
+   our own ran no faster than one thread in training, its threads competing with PyTorch's
+   still-spinning workers for the two cores).
+3. ``attention_core(...)``, for training: the layer's scores, softmax, dropout and mixing with a
+   compiled backward, as an autograd Function; PyTorch keeps the projections and LayerNorm.
+
+``disabled()`` switches the kernel off for a block (tests compare both paths with it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("kernels.cpp")
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-fno-math-errno", "-fopenmp")
+MIN_ROWS_PER_THREAD = 512  # below this a thread hand-off costs more than it saves
+
+_lock = threading.Lock()
+_libraries: dict[tuple[int, int, int], ctypes.CDLL | None] = {}  # by shape; None: cannot build
+_enabled = True
+
+_float_p = ctypes.POINTER(ctypes.c_float)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "socialmatch"
+
+
+def _cpu_identity() -> str:
+    """What ``-march=native`` compiles for: the CPU's model and feature flags."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.machine() + platform.processor()
+    wanted = ("model name", "flags", "Features", "CPU part")
+    return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def _build(compiler: str, shape: tuple[int, int, int]) -> Path:
+    source = SOURCE.read_bytes()
+    flags = [*FLAGS, *(f"-D{name}={value}" for name, value in zip(("FIELDS", "WIDTH", "HEADS"), shape, strict=True))]
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_identity().encode()]))
+    target = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=target.stem, suffix=".so.tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        subprocess.run(
+            [compiler, *flags, "-o", temporary, str(SOURCE)], check=True, capture_output=True, text=True,
+            timeout=120,
+        )
+        os.replace(temporary, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+    return target
+
+
+def supports(fields: int, width: int, heads: int) -> bool:
+    """Shapes ``kernels.cpp`` takes: token width and head width multiples of eight."""
+    return 1 <= fields <= 64 and heads >= 1 and width % heads == 0 and width % 8 == 0 and (width // heads) % 8 == 0
+
+
+def library(fields: int, width: int, heads: int) -> ctypes.CDLL | None:
+    """The kernel compiled for this shape, built on first use; None where it cannot be."""
+    shape = (fields, width, heads)
+    if shape in _libraries:
+        return _libraries[shape]
+    with _lock:
+        if shape in _libraries:
+            return _libraries[shape]
+        lib = None
+        compiler = _compiler()
+        try:
+            if compiler is None:
+                raise OSError("no C++ compiler (c++, g++ or clang++) on PATH")
+            lib = ctypes.CDLL(str(_build(compiler, shape)))
+            shape_args = [ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+            signatures = {
+                "field_attention_layer": [*shape_args, *[_float_p] * 8, ctypes.c_float, ctypes.c_int, _float_p, _float_p],
+                "attention_core_forward": [*shape_args, *[_float_p] * 3, ctypes.c_int, _float_p, _float_p],
+                "attention_core_backward": [*shape_args, *[_float_p] * 5, ctypes.c_int, _float_p, _float_p],
+            }
+            for name, argtypes in signatures.items():
+                fn = getattr(lib, name)
+                fn.restype, fn.argtypes = ctypes.c_int, argtypes
+        except (OSError, subprocess.SubprocessError) as exc:
+            lib = None
+            detail = getattr(exc, "stderr", "") or ""
+            log.warning("tower attention kernel unavailable, using PyTorch's operators: %s %s", exc, detail[:500])
+        _libraries[shape] = lib
+    return lib
+
+
+def available(fields: int, width: int, heads: int) -> bool:
+    """Whether ``field_attention`` can run this shape here (and is not ``disabled()``)."""
+    return _enabled and supports(fields, width, heads) and library(fields, width, heads) is not None
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Run the block with PyTorch's operators only."""
+    global _enabled
+    before, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = before
+
+
+def _pointer(t: torch.Tensor):
+    return ctypes.cast(t.data_ptr(), _float_p)
+
+
+def field_attention(
+    x: torch.Tensor,
+    qkv: torch.nn.Linear,
+    product_weights: torch.Tensor | None,
+    out: torch.nn.Linear,
+    norm: torch.nn.LayerNorm,
+    heads: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``norm(attention(x) + x)`` and the attention weights, (B, F, D) -> (B, F, D), (B, H, F, F).
+
+    ``product_weights`` (H, 1, d) makes it the productive attention; None, plain self-attention.
+    Call only when ``available(F, D, heads)``, under ``torch.no_grad()`` or ``torch.inference_mode()``.
+    """
+    b, f, d = x.shape
+    lib = library(f, d, heads)
+    assert lib is not None, "field_attention called without the kernel"
+    x = x.contiguous().float()
+    head, scale = d // heads, (d // heads) ** -0.5
+    productive = product_weights is not None
+    pw = product_weights.reshape(heads, head) * scale if productive else torch.full((heads, head), scale)
+    args = [
+        x, qkv.weight.t().contiguous().float(), qkv.bias.contiguous().float(), pw.contiguous().float(),
+        out.weight.contiguous().float(), out.bias.contiguous().float(),
+        norm.weight.contiguous().float(), norm.bias.contiguous().float(),
+    ]
+    padded = -(-f // 8) * 8
+    y = torch.empty_like(x)
+    weights = torch.empty(b, heads, f, padded)  # key by query, as the kernel writes them
+    pointers = [_pointer(t) for t in args]
+
+    status = lib.field_attention_layer(
+        b, _threads(b), f, d, heads, *pointers, norm.eps, int(productive), _pointer(y), _pointer(weights),
+    )
+    _check(status, (f, d, heads))
+    return y, weights[..., :f].transpose(-1, -2)
+
+
+def _threads(b: int) -> int:
+    """PyTorch's intra-op thread count, fewer for small batches (the library runs on the same
+    OpenMP runtime and releases the GIL)."""
+    return max(1, min(torch.get_num_threads(), b // MIN_ROWS_PER_THREAD))
+
+
+def _check(status: int, shape: tuple[int, int, int]) -> None:
+    if status != 0:
+        raise ValueError(f"the attention kernel was built for another shape than {shape}")
+
+
+class _AttentionCore(torch.autograd.Function):
+    """Scores, softmax, dropout and mixing of a field-attention layer (``kernels.cpp`` has the
+    formulas of both passes); the projections around it stay PyTorch's."""
+
+    @staticmethod
+    def forward(ctx, qkv, product_weights, mask, heads, productive):  # type: ignore[override]
+        b, f, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        lib = library(f, width, heads)
+        assert lib is not None
+        scale = (width // heads) ** -0.5
+        pws = (product_weights.detach() * scale).contiguous()
+        out = torch.empty(b, f, width)
+        attention = torch.empty(b, heads, f, -(-f // 8) * 8)
+        mask_pointer = _pointer(mask) if mask is not None else None
+        status = lib.attention_core_forward(
+            b, _threads(b), f, width, heads, _pointer(qkv), _pointer(pws), mask_pointer, int(productive),
+            _pointer(out), _pointer(attention),
+        )
+        _check(status, (f, width, heads))
+        ctx.save_for_backward(qkv, pws, mask, attention)
+        ctx.heads, ctx.productive, ctx.scale = heads, productive, scale
+        ctx.mark_non_differentiable(attention)
+        return out, attention
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_attention):  # type: ignore[override]
+        qkv, pws, mask, attention = ctx.saved_tensors
+        b, f, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        lib = library(f, width, ctx.heads)
+        grad_out = grad_out.contiguous()
+        grad_qkv = torch.empty_like(qkv)
+        threads = _threads(b)
+        partial = torch.zeros(threads, width)  # each thread's sum for the product weights
+        mask_pointer = _pointer(mask) if mask is not None else None
+        status = lib.attention_core_backward(
+            b, threads, f, width, ctx.heads, _pointer(qkv), _pointer(pws), mask_pointer, _pointer(attention),
+            _pointer(grad_out), int(ctx.productive), _pointer(grad_qkv), _pointer(partial),
+        )
+        _check(status, (f, width, ctx.heads))
+        grad_pw = partial.sum(0).view(ctx.heads, width // ctx.heads) * ctx.scale if ctx.needs_input_grad[1] else None
+        return grad_qkv, grad_pw, None, None, None
+
+
+def attention_core(
+    qkv: torch.Tensor, product_weights: torch.Tensor | None, heads: int, mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The core of a field-attention layer with gradients: projections (B, F, 3D) -> mixed values
+    (B, F, D) and the weights (B, H, F, F) before dropout (not differentiable, for inspection).
+
+    ``product_weights`` (H, d) makes it the productive attention; ``mask`` (B, H, F, P) holds the
+    dropout multipliers (0 or 1 / (1 - p)) by key then query, P = F rounded up to 8, or None.
+    Call only when ``available(F, D, heads)``.
+    """
+    b, f, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    productive = product_weights is not None
+    pw = product_weights if productive else torch.ones(heads, width // heads)
+    mixed, weights = _AttentionCore.apply(qkv.contiguous().float(), pw, mask, heads, productive)
+    return mixed, weights[..., :f].transpose(-1, -2)
+
+
+__all__ = ["attention_core", "available", "disabled", "field_attention", "library", "supports"]

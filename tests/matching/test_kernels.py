@@ -1,0 +1,240 @@
+"""The compiled attention kernel (matching/ml/kernels.cpp) against PyTorch's operators."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from matching.ml import kernels
+from matching.ml.model import RALM, ModelConfig, TowerInput
+
+
+def make(groups: tuple[int, ...], *, bags: bool = True, cells: bool = True, **overrides: object) -> ModelConfig:
+    values: dict[str, object] = {
+        "group_dims": groups, "venue_buckets": 50 if bags else 0, "user_buckets": 40 if bags else 0,
+        "cell_buckets": 32 if cells else 0, "dnn_hidden": (32, 16), "embedding_dim": 8, "pair_dim": 3,
+        "rank_hidden": (8,), **overrides,
+    }
+    return ModelConfig(**values)  # type: ignore[arg-type]
+
+
+def inputs(config: ModelConfig, b: int, seed: int = 0) -> TowerInput:
+    g = torch.Generator().manual_seed(seed)
+    x = TowerInput(dense=torch.randn(b, sum(config.group_dims), generator=g))
+    if config.venue_buckets:
+        sizes = torch.randint(0, 6, (b,), generator=g)
+        x.venue_offsets = torch.cat([torch.zeros(1, dtype=torch.long), sizes.cumsum(0)[:-1]])
+        x.venue_index = torch.randint(0, config.venue_buckets, (int(sizes.sum()),), generator=g)
+        x.venue_weights = torch.rand(int(sizes.sum()), generator=g)
+        friends = torch.randint(0, 4, (b,), generator=g)
+        x.friend_offsets = torch.cat([torch.zeros(1, dtype=torch.long), friends.cumsum(0)[:-1]])
+        x.friend_index = torch.randint(0, config.user_buckets, (int(friends.sum()),), generator=g)
+    if config.cell_buckets:
+        x.cells = torch.randint(0, config.cell_buckets, (b,), generator=g)
+    return x
+
+
+def trained_looking(config: ModelConfig) -> RALM:
+    """A model whose weights are far from their initial values (LayerNorm, product weights, biases)."""
+    torch.manual_seed(0)
+    model = RALM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model.eval()
+
+
+def both_paths(model: RALM, x: TowerInput) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    tower = model.target_tower
+    with torch.inference_mode():
+        fused = (tower(x), tower.self_attention.last_weights, tower.productive.last_weights)
+        with kernels.disabled():
+            plain = (tower(x), tower.self_attention.last_weights, tower.productive.last_weights)
+    return fused, plain
+
+
+@pytest.mark.parametrize(
+    ("config", "b"),
+    [
+        (make((25, 22, 10, 16, 51)), 3000),  # the default model: 8 fields of 16, two heads; two threads
+        (make((25, 22, 10, 16, 51)), 1),
+        (make((25, 22, 10, 16, 51), bags=False), 700),  # 6 fields
+        (make((4, 3), bags=False, cells=False, token_dim=8, heads=1), 50),  # 2 fields of 8
+        (make((5, 6, 7, 3, 2, 4, 8), token_dim=32, heads=4), 300),  # 10 fields: two score vectors
+        (make((5, 6, 7), token_dim=16, heads=1), 33),
+    ],
+    ids=["default", "one-person", "six-fields", "two-fields", "ten-fields-32x4", "one-head"],
+)
+def test_kernel_agrees_with_pytorch(config: ModelConfig, b: int) -> None:
+    model = trained_looking(config)
+    assert kernels.available(config.n_fields, config.token_dim, config.heads)
+    fused, plain = both_paths(model, inputs(config, b))
+    for got, want in zip(fused, plain, strict=True):
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=2e-5, rtol=1e-4), (got - want).abs().max()
+    weights = fused[2]
+    assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:-1]), atol=1e-5)
+
+
+def test_extreme_scores_stay_finite_and_agree() -> None:
+    """Scores hundreds apart: the softmax's exponentials underflow to (nearly) zero, never NaN. (Float
+    rounding of scores in the thousands moves the weights by up to 1e-4 between the two paths.)"""
+    config = make((25, 22, 10, 16, 51))
+    model = trained_looking(config)
+    with torch.no_grad():
+        model.target_tower.productive.product_weights.mul_(400.0)
+    fused, plain = both_paths(model, inputs(config, 64))
+    assert torch.isfinite(fused[0]).all()
+    assert torch.allclose(fused[0], plain[0], atol=1e-3)
+    assert torch.allclose(fused[2], plain[2], atol=1e-3)
+
+
+def test_shapes_the_kernel_does_not_take_use_pytorch() -> None:
+    config = make((3, 4), token_dim=8, heads=2)  # heads of width 4
+    assert not kernels.supports(config.n_fields, 8, 2)
+    assert not kernels.available(config.n_fields, 8, 2)
+    model = trained_looking(config)
+    with torch.inference_mode():
+        out = model.target_tower(inputs(config, 10))
+    assert out.shape == (10, 8) and torch.isfinite(out).all()
+
+
+def test_training_and_gradients_never_take_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the kernel has no backward; autograd must not reach it")
+
+    monkeypatch.setattr(kernels, "field_attention", refuse)
+    config = make((25, 22, 10, 16, 51))
+    model = trained_looking(config)
+    x = inputs(config, 20)
+    model.target_tower(x).sum().backward()  # eval mode, gradients on
+    model.train()
+    model.target_tower(x).sum().backward()
+
+
+def test_without_a_compiler_the_towers_use_pytorch(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(kernels, "_libraries", {})
+    monkeypatch.setattr(kernels, "_compiler", lambda: None)
+    config = make((25, 22, 10, 16, 51))
+    with caplog.at_level(logging.WARNING, logger="matching.ml.kernels"):
+        assert not kernels.available(config.n_fields, config.token_dim, config.heads)
+    assert "no C++ compiler" in caplog.text
+    model = trained_looking(config)
+    with torch.inference_mode():
+        out = model.target_tower(inputs(config, 10))
+    assert torch.isfinite(out).all()
+
+
+def test_the_library_is_built_once_per_shape_into_the_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernels, "_libraries", {})
+    assert kernels.library(8, 16, 2) is not None
+    assert kernels.library(8, 16, 2) is kernels.library(8, 16, 2)
+    assert kernels.library(6, 16, 2) is not None
+    built = sorted(p.name for p in (tmp_path / "socialmatch").iterdir())
+    assert len(built) == 2 and all(name.endswith(".so") for name in built)  # no temporary file left
+
+
+def test_inference_path_agrees_with_the_autograd_path() -> None:
+    """Under no_grad an eval tower takes the kernel, the fields written in place and the DNN with
+    BatchNorm folded in; with gradients on, the training code. Same embeddings either way."""
+    config = make((25, 22, 10, 16, 51))
+    model = trained_looking(config)
+    tower = model.target_tower
+    with torch.no_grad():  # running statistics far from (0, 1), as after training
+        for layer in tower.dnn:
+            if isinstance(layer, torch.nn.BatchNorm1d):
+                layer.running_mean.normal_(0.0, 2.0)
+                layer.running_var.uniform_(0.2, 5.0)
+    x = inputs(config, 1500)
+    with torch.inference_mode():
+        fast = tower(x)
+        with kernels.disabled():
+            without_kernel = tower(x)
+    with torch.enable_grad():
+        reference = tower(x).detach()
+    assert torch.allclose(fast, reference, atol=2e-5), (fast - reference).abs().max()
+    assert torch.allclose(without_kernel, reference, atol=2e-5)
+
+
+def test_a_quantised_tower_keeps_pytorchs_operators() -> None:
+    from matching.ml.lifecycle import quantise
+
+    config = make((25, 22, 10, 16, 51))
+    model = trained_looking(config)
+    x = inputs(config, 40)
+    with torch.inference_mode():
+        float_out = model.target_tower(x)
+        int8_out = quantise(model).target_tower(x)
+    assert torch.isfinite(int8_out).all()
+    assert torch.nn.functional.cosine_similarity(float_out, int8_out).min() > 0.9
+
+
+def _reference_core(qkv: torch.Tensor, pw: torch.Tensor | None, heads: int, mask: torch.Tensor | None) -> torch.Tensor:
+    """The attention core written plainly in PyTorch, with the kernel's mask layout (by key, then query)."""
+    b, f, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    d = width // heads
+    q, k, v = qkv.split(width, dim=-1)
+    out = []
+    for h in range(heads):
+        qh, kh, vh = (t[..., h * d:(h + 1) * d] for t in (q, k, v))
+        w = pw[h] if pw is not None else torch.ones(d)
+        a = torch.softmax((qh * w) @ kh.transpose(1, 2) * d**-0.5, dim=-1)  # (B, Fq, Fk)
+        if mask is not None:
+            a = a * mask[:, h, :, :f].transpose(1, 2)
+        o = a @ vh
+        out.append(qh * o if pw is not None else o)
+    return torch.cat(out, dim=-1)
+
+
+@pytest.mark.parametrize("productive", [False, True])
+@pytest.mark.parametrize(("f", "width", "heads", "dropout"), [(8, 16, 2, 0.0), (8, 16, 2, 0.3), (6, 16, 2, 0.3), (10, 32, 4, 0.1)])
+def test_core_gradients_match_autograd(f: int, width: int, heads: int, dropout: float, productive: bool) -> None:
+    g = torch.Generator().manual_seed(1)
+    b = 1100  # two threads
+    qkv = torch.randn(b, f, 3 * width, generator=g, requires_grad=True)
+    pw = (torch.rand(heads, width // heads, generator=g) + 0.5).requires_grad_() if productive else None
+    mask = None
+    if dropout:
+        keep = torch.rand(b, heads, f, -(-f // 8) * 8, generator=g) >= dropout
+        mask = keep.float() / (1 - dropout)
+    upstream = torch.randn(b, f, width, generator=g)
+
+    got, weights = kernels.attention_core(qkv, pw, heads, mask)
+    (got * upstream).sum().backward()
+    got_grads = [qkv.grad.clone()] + ([pw.grad.clone()] if productive else [])
+    qkv.grad = None
+    if productive:
+        pw.grad = None
+    want = _reference_core(qkv, pw, heads, mask)
+    (want * upstream).sum().backward()
+    want_grads = [qkv.grad] + ([pw.grad] if productive else [])
+
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+    for a, w in zip(got_grads, want_grads, strict=True):
+        assert torch.allclose(a, w, atol=1e-4, rtol=1e-4), (a - w).abs().max()
+    assert weights.shape == (b, heads, f, f)
+    assert torch.allclose(weights.sum(-1), torch.ones(b, heads, f), atol=1e-5)
+
+
+def test_training_step_gradients_match_pytorch() -> None:
+    """A tower in train mode without dropout: every parameter's gradient the same on both paths."""
+    config = make((25, 22, 10, 16, 51), dropout=0.0)
+    model = trained_looking(config).train()
+    tower = model.target_tower
+    x = inputs(config, 700)
+    upstream = torch.randn(700, config.embedding_dim, generator=torch.Generator().manual_seed(3))
+
+    def grads() -> dict[str, torch.Tensor]:
+        tower.zero_grad()
+        (tower(x) * upstream).sum().backward()
+        return {name: p.grad.clone() for name, p in tower.named_parameters() if p.grad is not None}
+
+    compiled = grads()
+    with kernels.disabled():
+        plain = grads()
+    assert compiled.keys() == plain.keys()
+    for name in plain:
+        assert torch.allclose(compiled[name], plain[name], atol=1e-4, rtol=1e-3), name

@@ -1,4 +1,4 @@
-"""A compiled inference kernel for the towers' field-attention layers (``kernels.cpp``).
+"""Compiled kernels for the towers' field-attention layers (``kernels.cpp``).
 
 In eval mode without gradients, each of a tower's two attention layers (projections, per-head
 scores, softmax, mixing, output projection, residual, LayerNorm) runs as one C++ pass per person
@@ -256,7 +256,7 @@ def attention_core(
     dropout multipliers (0 or 1 / (1 - p)) by key then query, P = F rounded up to 8, or None.
     Call only when ``available(F, D, heads)``.
     """
-    b, f, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    f, width = qkv.shape[1], qkv.shape[2] // 3
     productive = product_weights is not None
     pw = product_weights if productive else torch.ones(heads, width // heads)
     mixed, weights = _AttentionCore.apply(qkv.contiguous().float(), pw, mask, heads, productive)

@@ -16,6 +16,10 @@ Reads top to bottom:
    seed-set attention of the KDD 2019 paper, and the ranking head that re-ranks retrieved
    candidates with pair features.
 
+The attention layers run on the compiled kernels of ``matching.ml.kernels`` where it can build
+them (the whole layer at inference; its core, with a compiled backward, in training) and on the
+PyTorch code below otherwise; tests hold both equal.
+
 The model returns embeddings and scores; ``matching.ml.train`` owns the losses.
 """
 
@@ -442,7 +446,6 @@ class Tower(nn.Module):
                 tokens = self.norm2(self.productive(tokens).add_(tokens))
         hidden = self._dnn_folded(tokens.flatten(1)) if folded else self.dnn(tokens.flatten(1))  # (B, F*D) -> (B, 128)
         return F.normalize(self.project(self.transform(hidden)), dim=-1)  # (B, 64)
-
 
     def _dnn_folded(self, x: torch.Tensor) -> torch.Tensor:
         """The DNN block in eval mode with each BatchNorm folded into the Linear before it

@@ -174,7 +174,7 @@ def test_a_quantised_tower_keeps_pytorchs_operators() -> None:
 
 def _reference_core(qkv: torch.Tensor, pw: torch.Tensor | None, heads: int, mask: torch.Tensor | None) -> torch.Tensor:
     """The attention core written plainly in PyTorch, with the kernel's mask layout (by key, then query)."""
-    b, f, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    f, width = qkv.shape[1], qkv.shape[2] // 3
     d = width // heads
     q, k, v = qkv.split(width, dim=-1)
     out = []

@@ -21,7 +21,9 @@ Both agree with PyTorch's operators to float32 rounding (tests/matching/test_ker
 3. ``attention_core(...)``, for training: the layer's scores, softmax, dropout and mixing with a
    compiled backward, as an autograd Function; PyTorch keeps the projections and LayerNorm.
 
-``disabled()`` switches the kernel off for a block (tests compare both paths with it).
+4. ``dropout_multipliers(shape, p)``: the masks of ``model.Dropout``, from a counter-based hash.
+
+``disabled()`` switches the kernels off for a block (tests compare both paths with it).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-fno-math-er
 MIN_ROWS_PER_THREAD = 512  # below this a thread hand-off costs more than it saves
 
 _lock = threading.Lock()
-_libraries: dict[tuple[int, int, int], ctypes.CDLL | None] = {}  # by shape; None: cannot build
+_libraries: dict[tuple[int, int, int], ctypes.CDLL | None] = {}  # by shape, (0, 0, 0) shape-free; None: cannot build
 _enabled = True
 
 _float_p = ctypes.POINTER(ctypes.c_float)
@@ -76,9 +78,11 @@ def _compiler() -> str | None:
     return None
 
 
-def _build(compiler: str, shape: tuple[int, int, int]) -> Path:
+def _build(compiler: str, shape: tuple[int, int, int] | None) -> Path:
     source = SOURCE.read_bytes()
-    flags = [*FLAGS, *(f"-D{name}={value}" for name, value in zip(("FIELDS", "WIDTH", "HEADS"), shape, strict=True))]
+    flags = list(FLAGS)
+    if shape is not None:
+        flags += [f"-D{name}={value}" for name, value in zip(("FIELDS", "WIDTH", "HEADS"), shape, strict=True)]
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_identity().encode()]))
     target = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
@@ -105,13 +109,18 @@ def supports(fields: int, width: int, heads: int) -> bool:
 
 
 def library(fields: int, width: int, heads: int) -> ctypes.CDLL | None:
-    """The kernel compiled for this shape, built on first use; None where it cannot be."""
-    shape = (fields, width, heads)
-    if shape in _libraries:
-        return _libraries[shape]
+    """The kernels compiled for this shape, built on first use; None where they cannot be."""
+    return _load((fields, width, heads))
+
+
+def _load(shape: tuple[int, int, int] | None) -> ctypes.CDLL | None:
+    """The library for ``shape`` (None: only the shape-free part, the dropout multipliers)."""
+    key = shape or (0, 0, 0)
+    if key in _libraries:
+        return _libraries[key]
     with _lock:
-        if shape in _libraries:
-            return _libraries[shape]
+        if key in _libraries:
+            return _libraries[key]
         lib = None
         compiler = _compiler()
         try:
@@ -120,19 +129,39 @@ def library(fields: int, width: int, heads: int) -> ctypes.CDLL | None:
             lib = ctypes.CDLL(str(_build(compiler, shape)))
             shape_args = [ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
             signatures = {
-                "field_attention_layer": [*shape_args, *[_float_p] * 8, ctypes.c_float, ctypes.c_int, _float_p, _float_p],
-                "attention_core_forward": [*shape_args, *[_float_p] * 3, ctypes.c_int, _float_p, _float_p],
-                "attention_core_backward": [*shape_args, *[_float_p] * 5, ctypes.c_int, _float_p, _float_p],
+                "dropout_multipliers": [ctypes.c_int64, ctypes.c_int, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, _float_p],
             }
+            if shape is not None:
+                signatures |= {
+                    "field_attention_layer": [*shape_args, *[_float_p] * 8, ctypes.c_float, ctypes.c_int, _float_p, _float_p],
+                    "attention_core_forward": [*shape_args, *[_float_p] * 3, ctypes.c_int, _float_p, _float_p],
+                    "attention_core_backward": [*shape_args, *[_float_p] * 5, ctypes.c_int, _float_p, _float_p],
+                }
             for name, argtypes in signatures.items():
                 fn = getattr(lib, name)
-                fn.restype, fn.argtypes = ctypes.c_int, argtypes
+                fn.restype, fn.argtypes = (None if name == "dropout_multipliers" else ctypes.c_int), argtypes
         except (OSError, subprocess.SubprocessError) as exc:
             lib = None
             detail = getattr(exc, "stderr", "") or ""
-            log.warning("tower attention kernel unavailable, using PyTorch's operators: %s %s", exc, detail[:500])
-        _libraries[shape] = lib
+            log.warning("tower kernels unavailable, using PyTorch's operators: %s %s", exc, detail[:500])
+        _libraries[key] = lib
     return lib
+
+
+def dropout_multipliers(shape: tuple[int, ...], p: float) -> torch.Tensor | None:
+    """Dropout's multipliers for a tensor of ``shape``: 0 with probability ``p`` (to 1/65536),
+    else ``1 / (1 - p)``; the seed is drawn from PyTorch's default generator, so
+    ``torch.manual_seed`` fixes them. None where the kernels cannot be built (or ``disabled()``)."""
+    lib = _load(None) if _enabled else None
+    if lib is None:
+        return None
+    out = torch.empty(shape)
+    n = out.numel()
+    if n >= 1 << 33:
+        return None
+    seed = int(torch.empty((), dtype=torch.int64).random_(-(2**63), None)) & (2**64 - 1)
+    lib.dropout_multipliers(n, _threads(n // 64), seed, round(p * 65536), 1.0 / (1.0 - p), _pointer(out))
+    return out
 
 
 def available(fields: int, width: int, heads: int) -> bool:
@@ -263,4 +292,4 @@ def attention_core(
     return mixed, weights[..., :f].transpose(-1, -2)
 
 
-__all__ = ["attention_core", "available", "disabled", "field_attention", "library", "supports"]
+__all__ = ["attention_core", "available", "disabled", "dropout_multipliers", "field_attention", "library", "supports"]

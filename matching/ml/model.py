@@ -240,8 +240,10 @@ class Dropout(nn.Module):
 
     torch's CPU dropout draws one Mersenne-twister number per element (about 8 ns each here; over
     the two towers' ten dropout layers, a tenth of a training step). Filling int64 words with 64
-    random bits and reading them as four 16-bit lanes costs an eighth of that; the drop
-    probability is resolved to 1/65536. Seeded by ``torch.manual_seed`` like ``nn.Dropout``.
+    random bits and reading them as four 16-bit lanes costs an eighth of that; the compiled
+    ``kernels.dropout_multipliers`` (16 bits of a counter-based hash per element, written as the
+    multipliers) less again, and is used where it builds. The drop probability is resolved to
+    1/65536. Seeded by ``torch.manual_seed`` like ``nn.Dropout``.
     """
 
     def __init__(self, p: float = 0.5) -> None:
@@ -255,6 +257,9 @@ class Dropout(nn.Module):
             return x
         if self.p == 1.0:
             return x * 0.0
+        multipliers = kernels.dropout_multipliers(tuple(x.shape), self.p) if x.dtype == torch.float32 else None
+        if multipliers is not None:
+            return x * multipliers
         n = x.numel()
         bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # all 64 bits random
         keep = bits.view(torch.int16)[:n].view(x.shape) >= round(self.p * 65536) - 32768

@@ -238,3 +238,41 @@ def test_training_step_gradients_match_pytorch() -> None:
     assert compiled.keys() == plain.keys()
     for name in plain:
         assert torch.allclose(compiled[name], plain[name], atol=1e-4, rtol=1e-3), name
+
+
+def test_dropout_multipliers_keep_the_asked_share_reproducibly() -> None:
+    torch.manual_seed(5)
+    first = kernels.dropout_multipliers((999, 1001), 0.3)  # an odd count: the last element too
+    assert first is not None
+    assert first.unique().tolist() == [0.0, pytest.approx(1 / 0.7)]
+    assert abs(float((first == 0).float().mean()) - 0.3) < 0.003
+    assert abs(float(first.mean()) - 1.0) < 0.005  # unbiased, as nn.Dropout
+    torch.manual_seed(5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = kernels.dropout_multipliers((999, 1001), 0.3)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(first, again)  # the seed decides, not the number of threads
+    assert not torch.equal(first, kernels.dropout_multipliers((999, 1001), 0.3))
+    # neighbouring elements are independent: pairs come from one hash, so check both lanes
+    kept = (first.flatten() > 0).float()
+    both = float((kept[0::2][:499_000] * kept[1::2][:499_000]).mean())
+    assert abs(both - 0.49) < 0.004
+
+
+def test_dropout_uses_the_multipliers_and_falls_back_without_them() -> None:
+    from matching.ml.model import Dropout
+
+    layer = Dropout(0.25).train()
+    x = torch.ones(400, 300)
+    torch.manual_seed(2)
+    compiled = layer(x)
+    with kernels.disabled():
+        torch.manual_seed(2)
+        plain = layer(x)
+    for out in (compiled, plain):
+        assert abs(float((out == 0).float().mean()) - 0.25) < 0.01
+        assert out.unique().tolist() == [0.0, pytest.approx(1 / 0.75)]
+    assert torch.equal(layer.eval()(x), x)

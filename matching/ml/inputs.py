@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from matching.ml import kernels
 from matching.ml.data import KIND_CODE, CityData
 from matching.ml.features import friend_matrix
 from matching.ml.model import ModelConfig, TowerInput
@@ -73,17 +74,17 @@ class UserInputs:
         """The tower input of users ``rows``; ``hide[i]`` (a user row or -1) leaves row i's friend bag."""
         rows = np.asarray(rows, dtype=np.int64)
         x = TowerInput(dense=torch.from_numpy(self.features[rows]))
+        # Re-normalise what dropout left, so a venue bag stays a weighted mean (stored bags are).
+        dropped = bag_dropout > 0 and rng is not None
         if config.venue_buckets:
             members = self._member_buckets(self.venues, self.venue_keys, config.venue_buckets)
-            idx, off, w = _bag(self.venues, members, rows, None, bag_dropout, rng, weights=True)
+            idx, off, w = _bag(self.venues, members, rows, None, bag_dropout, rng, weights=True, renormalise=dropped)
             x.venue_index = torch.from_numpy(idx)
             x.venue_offsets = torch.from_numpy(off)
-            # Re-normalise what dropout left, so a bag stays a weighted mean (stored bags are).
-            dropped = bag_dropout > 0 and rng is not None
-            x.venue_weights = torch.from_numpy(_renormalise(w, off) if dropped else w)
+            x.venue_weights = torch.from_numpy(w)
         if config.user_buckets:
             members = self._member_buckets(self.friends, self.user_keys, config.user_buckets)
-            idx, off, _ = _bag(self.friends, members, rows, hide, bag_dropout, rng, weights=False)
+            idx, off, _ = _bag(self.friends, members, rows, hide, bag_dropout, rng, weights=False, renormalise=False)
             x.friend_index = torch.from_numpy(idx)
             x.friend_offsets = torch.from_numpy(off)
         if config.cell_buckets:
@@ -124,9 +125,20 @@ def _bag(
     rng: np.random.Generator | None,
     *,
     weights: bool,
+    renormalise: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat member embedding rows (``members[j]`` for stored member j), per-row offsets and member
-    weights (empty unless ``weights``) of CSR ``rows``, without the hidden and dropped members."""
+    weights (empty unless ``weights``; each row's summing to 1 when ``renormalise``) of CSR
+    ``rows``, without the hidden and dropped members. By the compiled ``kernels.bag_gather`` where
+    it builds (the dropout then draws its seed from ``rng``), else in NumPy."""
+    dropping = dropout > 0 and rng is not None
+    seed = int(rng.integers(0, 2**63)) if dropping else 0
+    compiled = kernels.bag_gather(
+        matrix.indptr, matrix.indices, matrix.data, members, rows, hide, dropout if dropping else 0.0, seed,
+        weights=weights, renormalise=renormalise,
+    )
+    if compiled is not None:
+        return compiled
     starts = matrix.indptr[rows]
     lengths = matrix.indptr[rows + 1] - starts
     first = np.cumsum(lengths) - lengths  # where each row's members begin in the flat arrays
@@ -144,6 +156,8 @@ def _bag(
         offsets = np.concatenate([[0], np.cumsum(keep)])[first]  # members kept before each row
     index = members[position].astype(np.int64)
     weight = matrix.data[position].astype(np.float32) if weights else np.zeros(0, dtype=np.float32)
+    if renormalise and weights:
+        weight = _renormalise(weight, offsets)
     return index, offsets.astype(np.int64), weight
 
 

@@ -1,5 +1,5 @@
 /* Kernels of the towers: a field-attention layer in one pass per person (inference), its core with
- * a backward (training), and dropout multipliers.
+ * a backward (training), dropout multipliers and a batch's id bags.
  *
  * The attention layer: one pass per person over their F tokens.
  *
@@ -87,6 +87,46 @@ extern "C" void dropout_multipliers(int64_t n, int threads, uint64_t seed, uint3
         out[2 * j + 1] = (h >> 16) >= threshold ? scale : 0.0f;
     }
     if (n % 2) out[n - 1] = (mix32(((uint32_t)pairs * 0x9e3779b1u) ^ k1) ^ k2) % 65536u >= threshold ? scale : 0.0f;
+}
+
+/* The id bags of a batch (``inputs.UserInputs.batch``): for each of n rows, the stored members of
+ * its CSR row (indptr, indices, data; members: each stored member's embedding row) without the
+ * member hide[i] (hide may be null; -1 hides nobody) and, when threshold > 0, without those whose
+ * 16 hash bits of (seed, position in the batch's flat member order) fall under threshold. Writes
+ * the kept members' embedding rows, their weights (when out_weight is not null; renormalised to
+ * sum to 1 per row when asked) and each row's offset; returns how many were kept. One pass, no
+ * temporary arrays: NumPy took about ten passes over the members (9 ms of a training step). */
+extern "C" int64_t bag_gather(
+    int64_t n, const int64_t *rows, const int32_t *indptr, const int32_t *indices, const float *data,
+    const int32_t *members, const int64_t *hide, uint64_t seed, uint32_t threshold, int renormalise,
+    int64_t *out_index, float *out_weight, int64_t *out_offsets)
+{
+    const uint32_t k1 = mix32((uint32_t)seed ^ 0x9e3779b9u), k2 = mix32((uint32_t)(seed >> 32) + k1);
+    int64_t kept = 0, position = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t row = rows[i], first = kept;
+        const int64_t hidden = hide ? hide[i] : -1;
+        out_offsets[i] = kept;
+        float total = 0.0f;
+        for (int64_t k = indptr[row]; k < indptr[row + 1]; k++, position++) {
+            if (indices[k] == hidden) continue;
+            if (threshold) {
+                const uint32_t h = mix32(((uint32_t)(position >> 1) * 0x9e3779b1u) ^ k1) ^ k2;
+                if (((position & 1) ? h >> 16 : h & 0xffffu) < threshold) continue;
+            }
+            out_index[kept] = members[k];
+            if (out_weight) {
+                out_weight[kept] = data[k];
+                total += data[k];
+            }
+            kept++;
+        }
+        if (renormalise && out_weight && kept > first) {
+            const float inv = 1.0f / (total > 1e-12f ? total : 1e-12f);
+            for (int64_t j = first; j < kept; j++) out_weight[j] *= inv;
+        }
+    }
+    return kept;
 }
 
 #ifdef FIELDS

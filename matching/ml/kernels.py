@@ -21,7 +21,8 @@ Both agree with PyTorch's operators to float32 rounding (tests/matching/test_ker
 3. ``attention_core(...)``, for training: the layer's scores, softmax, dropout and mixing with a
    compiled backward, as an autograd Function; PyTorch keeps the projections and LayerNorm.
 
-4. ``dropout_multipliers(shape, p)``: the masks of ``model.Dropout``, from a counter-based hash.
+4. ``dropout_multipliers(shape, p)``: the masks of ``model.Dropout``, from a counter-based hash;
+   ``bag_gather(...)``: a training batch's id bags (``inputs.UserInputs.batch``) in one pass.
 
 ``disabled()`` switches the kernels off for a block (tests compare both paths with it).
 """
@@ -41,6 +42,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -128,8 +130,11 @@ def _load(shape: tuple[int, int, int] | None) -> ctypes.CDLL | None:
                 raise OSError("no C++ compiler (c++, g++ or clang++) on PATH")
             lib = ctypes.CDLL(str(_build(compiler, shape)))
             shape_args = [ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+            i64_p, i32_p = ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int32)
             signatures = {
                 "dropout_multipliers": [ctypes.c_int64, ctypes.c_int, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, _float_p],
+                "bag_gather": [ctypes.c_int64, i64_p, i32_p, i32_p, _float_p, i32_p, i64_p, ctypes.c_uint64,
+                               ctypes.c_uint32, ctypes.c_int, i64_p, _float_p, i64_p],
             }
             if shape is not None:
                 signatures |= {
@@ -139,13 +144,45 @@ def _load(shape: tuple[int, int, int] | None) -> ctypes.CDLL | None:
                 }
             for name, argtypes in signatures.items():
                 fn = getattr(lib, name)
-                fn.restype, fn.argtypes = (None if name == "dropout_multipliers" else ctypes.c_int), argtypes
+                restype = {"dropout_multipliers": None, "bag_gather": ctypes.c_int64}.get(name, ctypes.c_int)
+                fn.restype, fn.argtypes = restype, argtypes
         except (OSError, subprocess.SubprocessError) as exc:
             lib = None
             detail = getattr(exc, "stderr", "") or ""
             log.warning("tower kernels unavailable, using PyTorch's operators: %s %s", exc, detail[:500])
         _libraries[key] = lib
     return lib
+
+
+def bag_gather(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, members: np.ndarray, rows: np.ndarray,
+    hide: np.ndarray | None, dropout: float, seed: int, *, weights: bool, renormalise: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The kept members' embedding rows, each row's offset and (``weights``) the members' weights
+    of CSR ``rows``, as ``inputs._bag`` computes them (``kernels.cpp`` says how); None where the
+    kernels cannot be built or the arrays are not int32 / int32 / float32 / int32."""
+    lib = _load(None) if _enabled else None
+    typed = (indptr.dtype == np.int32 and indices.dtype == np.int32 and data.dtype == np.float32
+             and members.dtype == np.int32)
+    if lib is None or not typed:
+        return None
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    most = int((indptr[rows + 1] - indptr[rows]).sum())
+    index, offsets = np.empty(most, dtype=np.int64), np.empty(len(rows), dtype=np.int64)
+    weight = np.empty(most if weights else 0, dtype=np.float32)
+    hidden = None if hide is None else np.ascontiguousarray(hide, dtype=np.int64)
+
+    def ptr(a: np.ndarray | None, kind):
+        return None if a is None else a.ctypes.data_as(ctypes.POINTER(kind))
+
+    kept = lib.bag_gather(
+        len(rows), ptr(rows, ctypes.c_int64), ptr(np.ascontiguousarray(indptr), ctypes.c_int32),
+        ptr(np.ascontiguousarray(indices), ctypes.c_int32), ptr(np.ascontiguousarray(data), ctypes.c_float),
+        ptr(np.ascontiguousarray(members), ctypes.c_int32), ptr(hidden, ctypes.c_int64), seed & (2**64 - 1),
+        round(dropout * 65536), int(renormalise), ptr(index, ctypes.c_int64),
+        ptr(weight, ctypes.c_float) if weights else None, ptr(offsets, ctypes.c_int64),
+    )
+    return index[:kept], offsets, weight[:kept]
 
 
 def dropout_multipliers(shape: tuple[int, ...], p: float) -> torch.Tensor | None:
@@ -292,4 +329,6 @@ def attention_core(
     return mixed, weights[..., :f].transpose(-1, -2)
 
 
-__all__ = ["attention_core", "available", "disabled", "dropout_multipliers", "field_attention", "library", "supports"]
+__all__ = [
+    "attention_core", "available", "bag_gather", "disabled", "dropout_multipliers", "field_attention", "library", "supports",
+]

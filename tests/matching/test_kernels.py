@@ -276,3 +276,56 @@ def test_dropout_uses_the_multipliers_and_falls_back_without_them() -> None:
         assert abs(float((out == 0).float().mean()) - 0.25) < 0.01
         assert out.unique().tolist() == [0.0, pytest.approx(1 / 0.75)]
     assert torch.equal(layer.eval()(x), x)
+
+
+def _bags_matrix(seed: int = 0):
+    import numpy as np
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    dense = (rng.random((300, 200)) < 0.08) * rng.random((300, 200))
+    matrix = sp.csr_matrix(dense.astype(np.float32))
+    members = (np.arange(matrix.nnz) * 7 % 97).astype(np.int32)  # each stored member's embedding row
+    return matrix, members, rng
+
+
+def test_bag_gather_without_dropout_matches_numpy() -> None:
+    import numpy as np
+
+    from matching.ml.inputs import _bag
+
+    matrix, members, rng = _bags_matrix()
+    rows = rng.integers(0, 300, 500)
+    hide = np.where(rng.random(500) < 0.5, matrix.indices[matrix.indptr[rows]] if matrix.nnz else -1, -1)
+    hide = np.where(np.diff(matrix.indptr)[rows] > 0, hide, -1)
+    for weights, hidden in ((True, None), (False, hide)):
+        got = _bag(matrix, members, rows, hidden, 0.0, None, weights=weights, renormalise=False)
+        with kernels.disabled():
+            want = _bag(matrix, members, rows, hidden, 0.0, None, weights=weights, renormalise=False)
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_bag_gather_drops_the_asked_share_hides_and_renormalises() -> None:
+    import numpy as np
+
+    from matching.ml.inputs import _bag
+
+    matrix, members, rng = _bags_matrix(1)
+    rows = np.repeat(np.arange(300), 20)
+    hide = np.full(len(rows), -1)
+    index, offsets, weight = _bag(matrix, members, rows, hide, 0.25, rng, weights=True, renormalise=True)
+    stored = int(np.diff(matrix.indptr)[rows].sum())
+    assert abs(len(index) / stored - 0.75) < 0.01
+    counts = np.diff(np.append(offsets, len(index)))
+    owner = np.repeat(np.arange(len(rows)), counts)
+    sums = np.bincount(owner, weights=weight, minlength=len(rows))
+    assert np.allclose(sums[counts > 0], 1.0, atol=1e-5)
+    # the hidden member never appears in its row's bag
+    hide = matrix.indices[matrix.indptr[rows]].astype(np.int64)
+    hide[np.diff(matrix.indptr)[rows] == 0] = -1
+    index, offsets, _ = _bag(matrix, np.arange(matrix.nnz, dtype=np.int32), rows, hide, 0.25, rng, weights=False, renormalise=False)
+    counts = np.diff(np.append(offsets, len(index)))
+    for i in np.flatnonzero(hide >= 0)[:500]:
+        positions = index[offsets[i]:offsets[i] + counts[i]]
+        assert hide[i] not in matrix.indices[positions]

@@ -1,5 +1,5 @@
 /* Kernels of the towers: a field-attention layer in one pass per person (inference), its core with
- * a backward (training), dropout multipliers and a batch's id bags.
+ * a backward (training), dropout multipliers, a batch's id bags and their gradient.
  *
  * The attention layer: one pass per person over their F tokens.
  *
@@ -127,6 +127,27 @@ extern "C" int64_t bag_gather(
         }
     }
     return kept;
+}
+
+/* The embedding table's gradient of a batch of bags (``model._BagFunction``): out (rows x width,
+ * zeroed by the caller) += each member's weight times its bag's gradient row, the weight being
+ * per_sample[m] (sums; 1 when null) or 1 / bag size (means). One pass over the members, against
+ * building a scipy CSR matrix and its transposed product (about 1 ms a bag field a step here). */
+extern "C" void bag_backward(
+    int64_t bags, const int64_t *offsets, int64_t members, const int64_t *index, const float *per_sample,
+    int mean, const float *grad, int width, float *out)
+{
+    for (int64_t b = 0; b < bags; b++) {
+        const int64_t start = offsets[b], stop = b + 1 < bags ? offsets[b + 1] : members;
+        if (stop <= start) continue;
+        const float *g = grad + b * width;
+        const float share = mean ? 1.0f / (float)(stop - start) : 1.0f;
+        for (int64_t m = start; m < stop; m++) {
+            const float w = per_sample ? per_sample[m] * share : share;
+            float *row = out + index[m] * width;
+            for (int c = 0; c < width; c++) row[c] += w * g[c];
+        }
+    }
 }
 
 #ifdef FIELDS

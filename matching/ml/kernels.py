@@ -22,7 +22,8 @@ Both agree with PyTorch's operators to float32 rounding (tests/matching/test_ker
    compiled backward, as an autograd Function; PyTorch keeps the projections and LayerNorm.
 
 4. ``dropout_multipliers(shape, p)``: the masks of ``model.Dropout``, from a counter-based hash;
-   ``bag_gather(...)``: a training batch's id bags (``inputs.UserInputs.batch``) in one pass.
+   ``bag_gather(...)``: a training batch's id bags (``inputs.UserInputs.batch``) in one pass;
+   ``bag_backward(...)``: their embedding tables' gradient.
 
 ``disabled()`` switches the kernels off for a block (tests compare both paths with it).
 """
@@ -135,6 +136,8 @@ def _load(shape: tuple[int, int, int] | None) -> ctypes.CDLL | None:
                 "dropout_multipliers": [ctypes.c_int64, ctypes.c_int, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, _float_p],
                 "bag_gather": [ctypes.c_int64, i64_p, i32_p, i32_p, _float_p, i32_p, i64_p, ctypes.c_uint64,
                                ctypes.c_uint32, ctypes.c_int, i64_p, _float_p, i64_p],
+                "bag_backward": [ctypes.c_int64, i64_p, ctypes.c_int64, i64_p, _float_p, ctypes.c_int, _float_p,
+                                 ctypes.c_int, _float_p],
             }
             if shape is not None:
                 signatures |= {
@@ -144,7 +147,7 @@ def _load(shape: tuple[int, int, int] | None) -> ctypes.CDLL | None:
                 }
             for name, argtypes in signatures.items():
                 fn = getattr(lib, name)
-                restype = {"dropout_multipliers": None, "bag_gather": ctypes.c_int64}.get(name, ctypes.c_int)
+                restype = {"dropout_multipliers": None, "bag_backward": None, "bag_gather": ctypes.c_int64}.get(name, ctypes.c_int)
                 fn.restype, fn.argtypes = restype, argtypes
         except (OSError, subprocess.SubprocessError) as exc:
             lib = None
@@ -183,6 +186,27 @@ def bag_gather(
         ptr(weight, ctypes.c_float) if weights else None, ptr(offsets, ctypes.c_int64),
     )
     return index[:kept], offsets, weight[:kept]
+
+
+def bag_backward(
+    rows: int, index: torch.Tensor, offsets: torch.Tensor, per_sample: torch.Tensor | None, mean: bool,
+    grad: torch.Tensor,
+) -> torch.Tensor | None:
+    """The (rows, D) gradient of an embedding table used as bags (``model._BagFunction``); None
+    where the kernels cannot be built."""
+    lib = _load(None) if _enabled else None
+    if lib is None:
+        return None
+    index, offsets = index.contiguous().long(), offsets.contiguous().long()
+    grad = grad.detach().contiguous().float()
+    weights = None if per_sample is None or mean else per_sample.detach().contiguous().float()
+    out = torch.zeros(rows, grad.shape[1])
+    i64 = ctypes.POINTER(ctypes.c_int64)
+    lib.bag_backward(
+        len(offsets), ctypes.cast(offsets.data_ptr(), i64), len(index), ctypes.cast(index.data_ptr(), i64),
+        None if weights is None else _pointer(weights), int(mean), _pointer(grad), grad.shape[1], _pointer(out),
+    )
+    return out
 
 
 def dropout_multipliers(shape: tuple[int, ...], p: float) -> torch.Tensor | None:
@@ -330,5 +354,5 @@ def attention_core(
 
 
 __all__ = [
-    "attention_core", "available", "bag_gather", "disabled", "dropout_multipliers", "field_attention", "library", "supports",
+    "attention_core", "available", "bag_backward", "bag_gather", "disabled", "dropout_multipliers", "field_attention", "library", "supports",
 ]

@@ -262,7 +262,8 @@ class Dropout(nn.Module):
             return x
         if self.p == 1.0:
             return x * 0.0
-        multipliers = kernels.dropout_multipliers(tuple(x.shape), self.p) if x.dtype == torch.float32 else None
+        on_cpu = x.device.type == "cpu" and x.dtype == torch.float32
+        multipliers = kernels.dropout_multipliers(tuple(x.shape), self.p) if on_cpu else None
         if multipliers is not None:
             return x * multipliers
         n = x.numel()

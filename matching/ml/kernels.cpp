@@ -75,18 +75,27 @@ INLINE uint32_t mix32(uint32_t h) {
     return h;
 }
 
+/* 32 random bits for each pair index j (two elements' 16 bits) of a stream fixed by a 64-bit seed. */
+struct HashStream {
+    uint32_t k1, k2;
+    explicit HashStream(uint64_t seed)
+        : k1(mix32((uint32_t)seed ^ 0x9e3779b9u)), k2(mix32((uint32_t)(seed >> 32) + k1)) {}
+    uint32_t pair(uint64_t j) const { return mix32(((uint32_t)j * 0x9e3779b1u) ^ k1) ^ k2; }
+    uint32_t bits16(uint64_t i) const { return (i & 1) ? pair(i >> 1) >> 16 : pair(i >> 1) & 0xffffu; }
+};
+
 /* out[i] = 0 or scale for i < n (n < 2^33), keeping an element when its 16 bits are >= threshold. */
 extern "C" void dropout_multipliers(int64_t n, int threads, uint64_t seed, uint32_t threshold, float scale, float *out)
 {
-    const uint32_t k1 = mix32((uint32_t)seed ^ 0x9e3779b9u), k2 = mix32((uint32_t)(seed >> 32) + k1);
+    const HashStream stream(seed);
     const int64_t pairs = n / 2;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t j = 0; j < pairs; j++) {  // no branch in the loop: it vectorises
-        const uint32_t h = mix32(((uint32_t)j * 0x9e3779b1u) ^ k1) ^ k2;
+        const uint32_t h = stream.pair(j);
         out[2 * j] = (h & 0xffffu) >= threshold ? scale : 0.0f;
         out[2 * j + 1] = (h >> 16) >= threshold ? scale : 0.0f;
     }
-    if (n % 2) out[n - 1] = (mix32(((uint32_t)pairs * 0x9e3779b1u) ^ k1) ^ k2) % 65536u >= threshold ? scale : 0.0f;
+    if (n % 2) out[n - 1] = stream.bits16(n - 1) >= threshold ? scale : 0.0f;
 }
 
 /* The id bags of a batch (``inputs.UserInputs.batch``): for each of n rows, the stored members of
@@ -101,7 +110,7 @@ extern "C" int64_t bag_gather(
     const int32_t *members, const int64_t *hide, uint64_t seed, uint32_t threshold, int renormalise,
     int64_t *out_index, float *out_weight, int64_t *out_offsets)
 {
-    const uint32_t k1 = mix32((uint32_t)seed ^ 0x9e3779b9u), k2 = mix32((uint32_t)(seed >> 32) + k1);
+    const HashStream stream(seed);
     int64_t kept = 0, position = 0;
     for (int64_t i = 0; i < n; i++) {
         const int64_t row = rows[i], first = kept;
@@ -110,10 +119,7 @@ extern "C" int64_t bag_gather(
         float total = 0.0f;
         for (int64_t k = indptr[row]; k < indptr[row + 1]; k++, position++) {
             if (indices[k] == hidden) continue;
-            if (threshold) {
-                const uint32_t h = mix32(((uint32_t)(position >> 1) * 0x9e3779b1u) ^ k1) ^ k2;
-                if (((position & 1) ? h >> 16 : h & 0xffffu) < threshold) continue;
-            }
+            if (threshold && stream.bits16(position) < threshold) continue;
             out_index[kept] = members[k];
             if (out_weight) {
                 out_weight[kept] = data[k];

@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("kernels.cpp")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-fno-math-errno", "-fopenmp")
-MIN_ROWS_PER_THREAD = 512  # below this a thread hand-off costs more than it saves
+MIN_ROWS_PER_THREAD = 512  # below this, waking another OpenMP thread costs more than it saves
 
 _lock = threading.Lock()
 _libraries: dict[tuple[int, int, int], ctypes.CDLL | None] = {}  # by shape, (0, 0, 0) shape-free; None: cannot build
@@ -131,23 +131,22 @@ def _load(shape: tuple[int, int, int] | None) -> ctypes.CDLL | None:
                 raise OSError("no C++ compiler (c++, g++ or clang++) on PATH")
             lib = ctypes.CDLL(str(_build(compiler, shape)))
             shape_args = [ctypes.c_int64, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
-            i64_p, i32_p = ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int32)
-            signatures = {
-                "dropout_multipliers": [ctypes.c_int64, ctypes.c_int, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, _float_p],
-                "bag_gather": [ctypes.c_int64, i64_p, i32_p, i32_p, _float_p, i32_p, i64_p, ctypes.c_uint64,
-                               ctypes.c_uint32, ctypes.c_int, i64_p, _float_p, i64_p],
-                "bag_backward": [ctypes.c_int64, i64_p, ctypes.c_int64, i64_p, _float_p, ctypes.c_int, _float_p,
-                                 ctypes.c_int, _float_p],
+            i64_p, i32_p, c_int = ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int32), ctypes.c_int
+            signatures = {  # name: (return type, argument types)
+                "dropout_multipliers": (None, [ctypes.c_int64, c_int, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, _float_p]),
+                "bag_gather": (ctypes.c_int64, [ctypes.c_int64, i64_p, i32_p, i32_p, _float_p, i32_p, i64_p,
+                                                ctypes.c_uint64, ctypes.c_uint32, c_int, i64_p, _float_p, i64_p]),
+                "bag_backward": (None, [ctypes.c_int64, i64_p, ctypes.c_int64, i64_p, _float_p, c_int, _float_p, c_int,
+                                        _float_p]),
             }
             if shape is not None:
                 signatures |= {
-                    "field_attention_layer": [*shape_args, *[_float_p] * 8, ctypes.c_float, ctypes.c_int, _float_p, _float_p],
-                    "attention_core_forward": [*shape_args, *[_float_p] * 3, ctypes.c_int, _float_p, _float_p],
-                    "attention_core_backward": [*shape_args, *[_float_p] * 5, ctypes.c_int, _float_p, _float_p],
+                    "field_attention_layer": (c_int, [*shape_args, *[_float_p] * 8, ctypes.c_float, c_int, _float_p, _float_p]),
+                    "attention_core_forward": (c_int, [*shape_args, *[_float_p] * 3, c_int, _float_p, _float_p]),
+                    "attention_core_backward": (c_int, [*shape_args, *[_float_p] * 5, c_int, _float_p, _float_p]),
                 }
-            for name, argtypes in signatures.items():
+            for name, (restype, argtypes) in signatures.items():
                 fn = getattr(lib, name)
-                restype = {"dropout_multipliers": None, "bag_backward": None, "bag_gather": ctypes.c_int64}.get(name, ctypes.c_int)
                 fn.restype, fn.argtypes = restype, argtypes
         except (OSError, subprocess.SubprocessError) as exc:
             lib = None
@@ -157,6 +156,17 @@ def _load(shape: tuple[int, int, int] | None) -> ctypes.CDLL | None:
     return lib
 
 
+def _shape_free() -> ctypes.CDLL | None:
+    """The shape-free library (dropout, bags), None where it cannot be built or is ``disabled()``."""
+    return _load(None) if _enabled else None
+
+
+def padded(fields: int) -> int:
+    """The fields rounded up to the kernels' vectors of eight (the last axis of their attention
+    weights and dropout masks)."""
+    return -(-fields // 8) * 8
+
+
 def bag_gather(
     indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, members: np.ndarray, rows: np.ndarray,
     hide: np.ndarray | None, dropout: float, seed: int, *, weights: bool, renormalise: bool,
@@ -164,7 +174,7 @@ def bag_gather(
     """The kept members' embedding rows, each row's offset and (``weights``) the members' weights
     of CSR ``rows``, as ``inputs._bag`` computes them (``kernels.cpp`` says how); None where the
     kernels cannot be built or the arrays are not int32 / int32 / float32 / int32."""
-    lib = _load(None) if _enabled else None
+    lib = _shape_free()
     typed = (indptr.dtype == np.int32 and indices.dtype == np.int32 and data.dtype == np.float32
              and members.dtype == np.int32)
     if lib is None or not typed:
@@ -175,15 +185,12 @@ def bag_gather(
     weight = np.empty(most if weights else 0, dtype=np.float32)
     hidden = None if hide is None else np.ascontiguousarray(hide, dtype=np.int64)
 
-    def ptr(a: np.ndarray | None, kind):
-        return None if a is None else a.ctypes.data_as(ctypes.POINTER(kind))
-
+    i64, i32 = ctypes.c_int64, ctypes.c_int32
+    arrays = [np.ascontiguousarray(a) for a in (indptr, indices, data, members)]  # alive until the call returns
     kept = lib.bag_gather(
-        len(rows), ptr(rows, ctypes.c_int64), ptr(np.ascontiguousarray(indptr), ctypes.c_int32),
-        ptr(np.ascontiguousarray(indices), ctypes.c_int32), ptr(np.ascontiguousarray(data), ctypes.c_float),
-        ptr(np.ascontiguousarray(members), ctypes.c_int32), ptr(hidden, ctypes.c_int64), seed & (2**64 - 1),
-        round(dropout * 65536), int(renormalise), ptr(index, ctypes.c_int64),
-        ptr(weight, ctypes.c_float) if weights else None, ptr(offsets, ctypes.c_int64),
+        len(rows), _pointer(rows, i64), _pointer(arrays[0], i32), _pointer(arrays[1], i32), _pointer(arrays[2]),
+        _pointer(arrays[3], i32), _pointer(hidden, i64), seed & (2**64 - 1), round(dropout * 65536),
+        int(renormalise), _pointer(index, i64), _pointer(weight) if weights else None, _pointer(offsets, i64),
     )
     return index[:kept], offsets, weight[:kept]
 
@@ -194,17 +201,16 @@ def bag_backward(
 ) -> torch.Tensor | None:
     """The (rows, D) gradient of an embedding table used as bags (``model._BagFunction``); None
     where the kernels cannot be built."""
-    lib = _load(None) if _enabled else None
+    lib = _shape_free()
     if lib is None:
         return None
     index, offsets = index.contiguous().long(), offsets.contiguous().long()
     grad = grad.detach().contiguous().float()
     weights = None if per_sample is None or mean else per_sample.detach().contiguous().float()
     out = torch.zeros(rows, grad.shape[1])
-    i64 = ctypes.POINTER(ctypes.c_int64)
     lib.bag_backward(
-        len(offsets), ctypes.cast(offsets.data_ptr(), i64), len(index), ctypes.cast(index.data_ptr(), i64),
-        None if weights is None else _pointer(weights), int(mean), _pointer(grad), grad.shape[1], _pointer(out),
+        len(offsets), _pointer(offsets, ctypes.c_int64), len(index), _pointer(index, ctypes.c_int64),
+        _pointer(weights), int(mean), _pointer(grad), grad.shape[1], _pointer(out),
     )
     return out
 
@@ -213,7 +219,7 @@ def dropout_multipliers(shape: tuple[int, ...], p: float) -> torch.Tensor | None
     """Dropout's multipliers for a tensor of ``shape``: 0 with probability ``p`` (to 1/65536),
     else ``1 / (1 - p)``; the seed is drawn from PyTorch's default generator, so
     ``torch.manual_seed`` fixes them. None where the kernels cannot be built (or ``disabled()``)."""
-    lib = _load(None) if _enabled else None
+    lib = _shape_free()
     if lib is None:
         return None
     out = torch.empty(shape)
@@ -241,8 +247,13 @@ def disabled() -> Iterator[None]:
         _enabled = before
 
 
-def _pointer(t: torch.Tensor):
-    return ctypes.cast(t.data_ptr(), _float_p)
+def _pointer(a: torch.Tensor | np.ndarray | None, kind: type = ctypes.c_float):
+    """A C pointer to a contiguous tensor's or array's first element (null for None); the caller
+    keeps the tensor or array alive until the call returns."""
+    if a is None:
+        return None
+    address = a.data_ptr() if isinstance(a, torch.Tensor) else a.ctypes.data
+    return ctypes.cast(address, ctypes.POINTER(kind))
 
 
 def field_attention(
@@ -270,9 +281,8 @@ def field_attention(
         out.weight.contiguous().float(), out.bias.contiguous().float(),
         norm.weight.contiguous().float(), norm.bias.contiguous().float(),
     ]
-    padded = -(-f // 8) * 8
     y = torch.empty_like(x)
-    weights = torch.empty(b, heads, f, padded)  # key by query, as the kernel writes them
+    weights = torch.empty(b, heads, f, padded(f))  # key by query, as the kernel writes them
     pointers = [_pointer(t) for t in args]
 
     status = lib.field_attention_layer(
@@ -305,10 +315,9 @@ class _AttentionCore(torch.autograd.Function):
         scale = (width // heads) ** -0.5
         pws = (product_weights.detach() * scale).contiguous()
         out = torch.empty(b, f, width)
-        attention = torch.empty(b, heads, f, -(-f // 8) * 8)
-        mask_pointer = _pointer(mask) if mask is not None else None
+        attention = torch.empty(b, heads, f, padded(f))
         status = lib.attention_core_forward(
-            b, _threads(b), f, width, heads, _pointer(qkv), _pointer(pws), mask_pointer, int(productive),
+            b, _threads(b), f, width, heads, _pointer(qkv), _pointer(pws), _pointer(mask), int(productive),
             _pointer(out), _pointer(attention),
         )
         _check(status, (f, width, heads))
@@ -326,9 +335,8 @@ class _AttentionCore(torch.autograd.Function):
         grad_qkv = torch.empty_like(qkv)
         threads = _threads(b)
         partial = torch.zeros(threads, width)  # each thread's sum for the product weights
-        mask_pointer = _pointer(mask) if mask is not None else None
         status = lib.attention_core_backward(
-            b, threads, f, width, ctx.heads, _pointer(qkv), _pointer(pws), mask_pointer, _pointer(attention),
+            b, threads, f, width, ctx.heads, _pointer(qkv), _pointer(pws), _pointer(mask), _pointer(attention),
             _pointer(grad_out), int(ctx.productive), _pointer(grad_qkv), _pointer(partial),
         )
         _check(status, (f, width, ctx.heads))
@@ -354,5 +362,6 @@ def attention_core(
 
 
 __all__ = [
-    "attention_core", "available", "bag_backward", "bag_gather", "disabled", "dropout_multipliers", "field_attention", "library", "supports",
+    "attention_core", "available", "bag_backward", "bag_gather", "disabled", "dropout_multipliers", "field_attention",
+    "library", "padded", "supports",
 ]

@@ -302,12 +302,15 @@ def _attend_compiled(layer: FieldSelfAttention | ProductiveAttention, qkv: torch
                      product_weights: torch.Tensor | None) -> torch.Tensor:
     """The layer's scores, softmax, dropout and mixing by the compiled kernel: (B, F, 3D) -> (B, F, D).
 
-    Dropout draws its multipliers from the layer's ``Dropout`` applied to ones, laid out as the
-    kernel reads them (by key, then query padded to a multiple of eight)."""
+    Dropout's multipliers are laid out as the kernel reads them (by key, then query padded to a
+    multiple of eight): the same draw as the layer's ``Dropout`` applied to ones, without the ones."""
     b, f = qkv.shape[0], qkv.shape[1]
     mask = None
     if layer.training and layer.dropout.p > 0:
-        mask = layer.dropout(torch.ones(b, layer.heads, f, -(-f // 8) * 8))
+        shape = (b, layer.heads, f, kernels.padded(f))
+        mask = kernels.dropout_multipliers(shape, layer.dropout.p)
+        if mask is None:
+            mask = layer.dropout(torch.ones(shape))
     mixed, weights = kernels.attention_core(qkv, product_weights, layer.heads, mask)
     layer._weights = list(weights.unbind(1))
     return mixed

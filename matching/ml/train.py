@@ -294,13 +294,64 @@ def _tower_loss(
                         kind=tc.pairwise_loss, margin=tc.margin, temperature=cfg.temperature)
 
 
-def tower_optimizer(model: RALM, tc: TrainConfig) -> torch.optim.Optimizer:
-    # Fused: one kernel over every parameter instead of ~10 tensor operations per parameter.
-    return torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
+class FlatAdam(torch.optim.Adam):
+    """Adam (fused) over parameters laid out as views of one flat tensor, with their gradients
+    views of another, for as long as training runs.
+
+    The towers have ~100 parameter tensors; clipping their gradients took one norm and one
+    multiply per tensor (2 ms of a 76 ms step here) and even the fused Adam pays per tensor
+    (2.4 ms against 1.1 ms over one tensor of the same size). Over the flat tensors both are a
+    pass or two over memory. Backward adds each gradient into its view in place.
+
+    ``zero_grad`` zeroes the gradient buffer and never frees it (``set_to_none`` is ignored): a
+    parameter whose ``.grad`` was set to None would take its next gradient outside the buffer and
+    stop learning, so it also points every ``.grad`` back at its view. ``release()`` gives each
+    parameter its own storage again when training ends.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], **options: object) -> None:
+        params = list(dict.fromkeys(params))  # shared towers: each parameter once
+        total = sum(p.numel() for p in params)
+        flat = torch.empty(total, dtype=params[0].dtype if params else torch.float32)
+        grad = torch.zeros_like(flat)
+        self.members, self._grads, start = params, [], 0
+        for p in params:
+            stop = start + p.numel()
+            flat[start:stop].copy_(p.detach().reshape(-1))
+            p.data = flat[start:stop].view_as(p)
+            self._grads.append(grad[start:stop].view_as(p))
+            p.grad = self._grads[-1]
+            start = stop
+        self.flat = torch.nn.Parameter(flat)
+        self.flat.grad = grad
+        super().__init__([self.flat], fused=True, **options)  # type: ignore[arg-type]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        assert self.flat.grad is not None
+        self.flat.grad.zero_()
+        for p, g in zip(self.members, self._grads, strict=True):
+            p.grad = g
+
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """``torch.nn.utils.clip_grad_norm_`` over every member at once."""
+        return torch.nn.utils.clip_grad_norm_([self.flat], max_norm)
+
+    def release(self) -> None:
+        """Each parameter in a storage of its own again, without gradients (the optimizer is
+        done: stepping it afterwards would change nothing the model reads)."""
+        for p in self.members:
+            p.data = p.data.clone()
+            p.grad = None
+
+
+def tower_optimizer(model: RALM, tc: TrainConfig) -> FlatAdam:
+    """Adam over the towers' parameters (the ranking head and look-alike layer train elsewhere)."""
+    params = [p for tower in (model.seed_tower, model.target_tower) for p in tower.parameters() if p.requires_grad]
+    return FlatAdam(params, lr=tc.lr, weight_decay=tc.weight_decay)
 
 
 def tower_train_step(
-    model: RALM, optimizer: torch.optim.Optimizer, tc: TrainConfig, inputs: UserInputs, pairs: np.ndarray,
+    model: RALM, optimizer: FlatAdam, tc: TrainConfig, inputs: UserInputs, pairs: np.ndarray,
     degree: np.ndarray, log_q_all: np.ndarray, rng: np.random.Generator, hard: list[np.ndarray] | None = None,
     *, lr: float, apply: bool = True,
 ) -> float:
@@ -316,7 +367,7 @@ def tower_train_step(
     if apply:
         for group in optimizer.param_groups:
             group["lr"] = lr
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        optimizer.clip_grad_norm_(tc.grad_clip)
         optimizer.step()
         optimizer.zero_grad()
     return float(loss.detach())
@@ -381,6 +432,7 @@ def train_towers(model: RALM, tc: TrainConfig, data: TrainingData, rng: np.rando
             if stale >= tc.patience:
                 break
     model.load_state_dict(best_state)
+    optimizer.release()
     return {
         "tower_val_loss": best_val, "tower_epochs": len(curves["val_loss"]),
         "tower_pairs": float(pairs_trained), "tower_step_seconds": step_seconds,

@@ -20,7 +20,7 @@ from matching.ml.model import (
     TowerInput,
     _bag,
 )
-from matching.ml.train import listwise_loss, logq_logits, pointwise_loss, triplet_loss
+from matching.ml.train import FlatAdam, listwise_loss, logq_logits, pointwise_loss, triplet_loss
 
 GROUPS = (3, 4, 2)
 
@@ -207,3 +207,36 @@ def test_ranking_head_scores_each_pair() -> None:
     seed, target = model.seed_embed(batch()), model.target_embed(batch(seed=3))
     logits = model.rank(seed, target, torch.rand(5, 3))
     assert logits.shape == (5,)
+
+
+def test_flat_adam_steps_as_adam_over_the_separate_parameters() -> None:
+    """Clipping and Adam over the flat buffer give the per-parameter results; zero_grad keeps the
+    gradients in the buffer even when asked to free them; release gives back separate storages.
+    (One step is compared: later steps amplify rounding in the Linear biases before BatchNorm,
+    whose gradients are zero up to rounding and which Adam scales to full steps either way.)"""
+    twins = [RALM(config()), RALM(config())]
+    twins[1].load_state_dict(twins[0].state_dict())
+    towers = [[p for t in (m.seed_tower, m.target_tower) for p in t.parameters()] for m in twins]
+    flat = FlatAdam(towers[0], lr=0.01, weight_decay=1e-3)
+    plain = torch.optim.Adam(towers[1], lr=0.01, weight_decay=1e-3)
+    for model in twins:
+        model.train()
+        (model.seed_embed(batch(8)) - model.target_embed(batch(8, seed=1))).pow(2).sum().backward()
+    flat.clip_grad_norm_(0.5)
+    torch.nn.utils.clip_grad_norm_(towers[1], 0.5)
+    flat.step()
+    plain.step()
+    for a, b in zip(towers[0], towers[1], strict=True):
+        assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
+    storage = towers[0][0].untyped_storage().data_ptr()
+    assert all(p.untyped_storage().data_ptr() == storage for p in towers[0])
+    flat.zero_grad(set_to_none=True)
+    assert all(p.grad is not None and not p.grad.any() for p in towers[0])
+    towers[0][0].grad = None  # whoever freed a gradient: the next zero_grad puts it back in the buffer
+    flat.zero_grad()
+    assert towers[0][0].grad is not None and towers[0][0].grad.untyped_storage().data_ptr() == flat.flat.grad.untyped_storage().data_ptr()
+    before = [p.detach().clone() for p in towers[0]]
+    flat.release()
+    assert len({p.untyped_storage().data_ptr() for p in towers[0]}) == len(towers[0])
+    assert all(p.grad is None for p in towers[0])
+    assert all(torch.equal(p, b) for p, b in zip(towers[0], before, strict=True))

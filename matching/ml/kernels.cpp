@@ -156,6 +156,136 @@ extern "C" void bag_backward(
     }
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * A DNN layer's activation in training (every build): BatchNorm over the batch, ReLU, dropout.
+ *
+ * For z (n x w, the Linear's output), per column c, with the batch's mean and biased variance:
+ *
+ *   xhat = (z - mean_c) * istd_c,   istd_c = 1 / sqrt(var_c + eps)
+ *   y    = max(0, gamma_c xhat + beta_c) * m
+ *
+ * m being the dropout multiplier of element i = r w + c (the HashStream of dropout_multipliers
+ * with the same seed: the same mask). Backward, from dy, with g = dy * m where the ReLU passed
+ * (gamma_c xhat + beta_c > 0) and 0 elsewhere:
+ *
+ *   dbeta_c  = sum_r g,    dgamma_c = sum_r g xhat
+ *   dz       = gamma_c istd_c (g - dbeta_c / n - xhat dgamma_c / n)
+ *
+ * PyTorch runs this as seven operators (batch_norm, relu, the multipliers and their product
+ * forward; their backwards), each a pass over the (n x w) activations; here the forward is three
+ * passes (sums, squared deviations, output) and the backward two (sums, gradient), xhat, the
+ * ReLU's mask and the dropout multipliers recomputed rather than stored. Rows are split over the
+ * threads; each thread's column sums go to scratch (threads x 3w, with a row of multipliers) and are added in a fixed order,
+ * so results do not depend on timing. w is a multiple of 8 (the vectors).
+ * ------------------------------------------------------------------------------------------- */
+/* Adds scratch's per-thread rows (threads x w each, at stride) into out (w), in thread order. */
+static void add_partials(const float *scratch, int threads, int64_t stride, int w, float *out)
+{
+    for (int c = 0; c < w; c++) out[c] = 0.0f;
+    for (int t = 0; t < threads; t++)
+        for (int c = 0; c < w; c++) out[c] += scratch[t * stride + c];
+}
+
+/* Row r's dropout multipliers, as dropout_multipliers writes elements r w .. r w + w - 1. */
+INLINE void row_multipliers(const HashStream &stream, int64_t r, int w, uint32_t threshold, float scale, float *m)
+{
+    const uint64_t first = (uint64_t)(r * w) >> 1;
+    for (int j = 0; j < w / 2; j++) {
+        const uint32_t h = stream.pair(first + j);
+        m[2 * j] = (h & 0xffffu) >= threshold ? scale : 0.0f;
+        m[2 * j + 1] = (h >> 16) >= threshold ? scale : 0.0f;
+    }
+}
+
+extern "C" void bn_relu_dropout_forward(
+    int64_t n, int w, int threads, const float *z, const float *gamma, const float *beta, float eps,
+    uint64_t seed, uint32_t threshold, float scale, float *y, float *stats /* 3 x w: mean, var, istd */,
+    float *scratch /* threads x 3w */)
+{
+    float *mean = stats, *var = stats + w, *istd = stats + 2 * w;
+    const HashStream stream(seed);
+    const v8 zero = splat(0.0f);
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
+        float *acc = scratch + (int64_t)t * 3 * w, *m = acc + 2 * w;
+        for (int c = 0; c < w; c += 8) store(acc + c, zero);
+        for (int64_t r = lo; r < hi; r++)
+            for (int c = 0; c < w; c += 8) store(acc + c, load(acc + c) + load(z + r * w + c));
+#pragma omp barrier
+#pragma omp single
+        {
+            add_partials(scratch, nt, 3 * w, w, mean);
+            for (int c = 0; c < w; c++) mean[c] /= (float)n;
+        }
+        for (int c = 0; c < w; c += 8) store(acc + c, zero);
+        for (int64_t r = lo; r < hi; r++)
+            for (int c = 0; c < w; c += 8) {
+                const v8 d = load(z + r * w + c) - load(mean + c);
+                store(acc + c, load(acc + c) + d * d);
+            }
+#pragma omp barrier
+#pragma omp single
+        {
+            add_partials(scratch, nt, 3 * w, w, var);
+            for (int c = 0; c < w; c++) {
+                var[c] /= (float)n;
+                istd[c] = 1.0f / __builtin_sqrtf(var[c] + eps);
+            }
+        }
+        for (int64_t r = lo; r < hi; r++) {
+            row_multipliers(stream, r, w, threshold, scale, m);
+            for (int c = 0; c < w; c += 8) {
+                const v8 a = (load(z + r * w + c) - load(mean + c)) * load(istd + c) * load(gamma + c) + load(beta + c);
+                store(y + r * w + c, a > 0.0f ? a * load(m + c) : zero);
+            }
+        }
+    }
+}
+
+extern "C" void bn_relu_dropout_backward(
+    int64_t n, int w, int threads, const float *z, const float *stats /* 3 x w */, const float *gamma,
+    const float *beta, uint64_t seed, uint32_t threshold, float scale, const float *dy, float *dz,
+    float *dgamma, float *dbeta, float *scratch /* threads x 3w */)
+{
+    const float *mean = stats, *istd = stats + 2 * w;
+    const HashStream stream(seed);
+    const v8 zero = splat(0.0f);
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const int64_t lo = n * t / nt, hi = n * (t + 1) / nt;
+        float *sum_g = scratch + (int64_t)t * 3 * w, *sum_gx = sum_g + w, *m = sum_g + 2 * w;
+        for (int c = 0; c < 2 * w; c += 8) store(sum_g + c, zero);
+        for (int64_t r = lo; r < hi; r++) {  // g and xhat recomputed here and in the second pass
+            row_multipliers(stream, r, w, threshold, scale, m);
+            for (int c = 0; c < w; c += 8) {
+                const v8 xh = (load(z + r * w + c) - load(mean + c)) * load(istd + c);
+                const v8 g = xh * load(gamma + c) + load(beta + c) > 0.0f ? load(dy + r * w + c) * load(m + c) : zero;
+                store(sum_g + c, load(sum_g + c) + g);
+                store(sum_gx + c, load(sum_gx + c) + g * xh);
+            }
+        }
+#pragma omp barrier
+#pragma omp single
+        {
+            add_partials(scratch, nt, 3 * w, w, dbeta);
+            add_partials(scratch + w, nt, 3 * w, w, dgamma);
+        }
+        const float inv_n = 1.0f / (float)n;
+        for (int64_t r = lo; r < hi; r++) {
+            row_multipliers(stream, r, w, threshold, scale, m);
+            for (int c = 0; c < w; c += 8) {
+                const v8 xh = (load(z + r * w + c) - load(mean + c)) * load(istd + c);
+                const v8 g = xh * load(gamma + c) + load(beta + c) > 0.0f ? load(dy + r * w + c) * load(m + c) : zero;
+                const v8 centred = g - load(dbeta + c) * inv_n - xh * load(dgamma + c) * inv_n;
+                store(dz + r * w + c, load(gamma + c) * load(istd + c) * centred);
+            }
+        }
+    }
+}
+
 #ifdef FIELDS
 constexpr int F = FIELDS, D = WIDTH, H = HEADS;
 constexpr int FV = (F + 7) / 8, P = 8 * FV;  // vectors over the fields, fields padded to them

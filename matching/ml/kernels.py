@@ -138,6 +138,10 @@ def _load(shape: tuple[int, int, int] | None) -> ctypes.CDLL | None:
                                                 ctypes.c_uint64, ctypes.c_uint32, c_int, i64_p, _float_p, i64_p]),
                 "bag_backward": (None, [ctypes.c_int64, i64_p, ctypes.c_int64, i64_p, _float_p, c_int, _float_p, c_int,
                                         _float_p]),
+                "bn_relu_dropout_forward": (None, [ctypes.c_int64, c_int, c_int, *[_float_p] * 3, ctypes.c_float,
+                                                   ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, *[_float_p] * 3]),
+                "bn_relu_dropout_backward": (None, [ctypes.c_int64, c_int, c_int, *[_float_p] * 4, ctypes.c_uint64,
+                                                    ctypes.c_uint32, ctypes.c_float, *[_float_p] * 5]),
             }
             if shape is not None:
                 signatures |= {
@@ -226,9 +230,73 @@ def dropout_multipliers(shape: tuple[int, ...], p: float) -> torch.Tensor | None
     n = out.numel()
     if n >= 1 << 33:
         return None
-    seed = int(torch.empty((), dtype=torch.int64).random_(-(2**63), None)) & (2**64 - 1)
+    seed = _random_seed()
     lib.dropout_multipliers(n, _threads(n // 64), seed, round(p * 65536), 1.0 / (1.0 - p), _pointer(out))
     return out
+
+
+def _random_seed() -> int:
+    """64 bits from PyTorch's default generator (``torch.manual_seed`` fixes the kernels' draws)."""
+    return int(torch.empty((), dtype=torch.int64).random_(-(2**63), None)) & (2**64 - 1)
+
+
+class _BatchNormReluDropout(torch.autograd.Function):
+    """Training-mode BatchNorm, ReLU and dropout of a DNN layer (``kernels.cpp`` has the formulas)."""
+
+    @staticmethod
+    def forward(ctx, z, weight, bias, eps, p, stats):  # type: ignore[override]
+        lib = _shape_free()
+        assert lib is not None
+        n, w = z.shape
+        threshold, scale = round(p * 65536), 1.0 / (1.0 - p)
+        seed = _random_seed() if threshold else 0
+        threads = _threads(n)
+        y, scratch = torch.empty_like(z), torch.empty(threads, 3 * w)
+        lib.bn_relu_dropout_forward(
+            n, w, threads, _pointer(z), _pointer(weight), _pointer(bias), eps, seed, threshold, scale, _pointer(y),
+            _pointer(stats), _pointer(scratch),
+        )
+        ctx.save_for_backward(z, weight, bias, stats)
+        ctx.random = (seed, threshold, scale)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        z, weight, bias, stats = ctx.saved_tensors
+        lib = _shape_free()
+        n, w = z.shape
+        threads = _threads(n)
+        grad = grad.contiguous()
+        dz, dweight, dbias, scratch = torch.empty_like(z), torch.empty(w), torch.empty(w), torch.empty(threads, 3 * w)
+        lib.bn_relu_dropout_backward(
+            n, w, threads, _pointer(z), _pointer(stats), _pointer(weight), _pointer(bias), *ctx.random,
+            _pointer(grad), _pointer(dz), _pointer(dweight), _pointer(dbias), _pointer(scratch),
+        )
+        return dz, dweight, dbias, None, None, None
+
+
+def batch_norm_relu_dropout(z: torch.Tensor, norm: torch.nn.BatchNorm1d, p: float) -> torch.Tensor | None:
+    """``Dropout(p)(relu(norm(z)))`` for a BatchNorm in training mode, updating its running
+    statistics as PyTorch does; None where this does not apply (kernels not built or disabled,
+    not float32 on the CPU, a width not a multiple of 8, fewer than two rows, no running statistics or affine
+    parameters, ``momentum=None``), and the caller runs PyTorch's operators."""
+    lib = _shape_free()
+    n, w = z.shape
+    eligible = (
+        lib is not None and z.device.type == "cpu" and z.dtype == torch.float32 and w % 8 == 0 and n > 1
+        and norm.training and norm.affine and norm.track_running_stats and norm.momentum is not None
+        and norm.weight.dtype == torch.float32 and 0.0 <= p < 1.0
+    )
+    if not eligible:
+        return None
+    stats = torch.empty(3, w)  # the batch's mean, biased variance, inverse standard deviation
+    y = _BatchNormReluDropout.apply(z.contiguous(), norm.weight, norm.bias, norm.eps, p, stats)
+    assert norm.running_mean is not None and norm.running_var is not None and norm.num_batches_tracked is not None
+    with torch.no_grad():
+        norm.num_batches_tracked.add_(1)
+        norm.running_mean.lerp_(stats[0], norm.momentum)
+        norm.running_var.lerp_(stats[1] * (n / (n - 1)), norm.momentum)  # unbiased, as PyTorch keeps it
+    return y
 
 
 def available(fields: int, width: int, heads: int) -> bool:
@@ -362,6 +430,6 @@ def attention_core(
 
 
 __all__ = [
-    "attention_core", "available", "bag_backward", "bag_gather", "disabled", "dropout_multipliers", "field_attention",
-    "library", "padded", "supports",
+    "attention_core", "available", "bag_backward", "bag_gather", "batch_norm_relu_dropout", "disabled",
+    "dropout_multipliers", "field_attention", "library", "padded", "supports",
 ]

@@ -329,3 +329,46 @@ def test_bag_gather_drops_the_asked_share_hides_and_renormalises() -> None:
     for i in np.flatnonzero(hide >= 0)[:500]:
         positions = index[offsets[i]:offsets[i] + counts[i]]
         assert hide[i] not in matrix.indices[positions]
+
+
+@pytest.mark.parametrize(("rows", "width", "p"), [(700, 32, 0.0), (700, 256, 0.2), (3, 8, 0.5)])
+def test_batch_norm_relu_dropout_matches_pytorch(rows: int, width: int, p: float) -> None:
+    """The DNN layer's compiled activation: output, every gradient, the same dropout mask as
+    ``Dropout`` draws after the same seed, and the running statistics PyTorch would keep."""
+    from matching.ml.model import Dropout
+
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(rows, width, generator=g) * 3 + 1
+    upstream = torch.randn(rows, width, generator=g)
+    norms = [torch.nn.BatchNorm1d(width), torch.nn.BatchNorm1d(width)]
+    with torch.no_grad():
+        norms[0].weight.uniform_(-1, 2, generator=g)
+        norms[0].bias.uniform_(-1, 1, generator=g)
+    norms[1].load_state_dict(norms[0].state_dict())
+    results = []
+    for norm, compiled in zip(norms, (True, False), strict=True):
+        norm.train()
+        x = z.clone().requires_grad_()
+        torch.manual_seed(9)
+        if compiled:
+            y = kernels.batch_norm_relu_dropout(x, norm, p)
+            assert y is not None
+        else:
+            y = Dropout(p)(torch.relu(norm(x)))
+        (y * upstream).sum().backward()
+        results.append((y, x.grad, norm.weight.grad, norm.bias.grad, norm.running_mean, norm.running_var))
+    for got, want in zip(*results, strict=True):
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
+    assert int(norms[0].num_batches_tracked) == 1
+    if p:  # the mask: dropped exactly where PyTorch's path dropped
+        assert torch.equal(results[0][0] == 0, results[1][0] == 0)
+
+
+def test_batch_norm_relu_dropout_leaves_what_it_does_not_take_to_pytorch() -> None:
+    norm = torch.nn.BatchNorm1d(12).train()
+    assert kernels.batch_norm_relu_dropout(torch.randn(10, 12), norm, 0.1) is None  # width not a multiple of 8
+    norm = torch.nn.BatchNorm1d(16).train()
+    assert kernels.batch_norm_relu_dropout(torch.randn(1, 16), norm, 0.1) is None  # one row: PyTorch raises
+    assert kernels.batch_norm_relu_dropout(torch.randn(10, 16), norm.eval(), 0.1) is None  # running statistics
+    with kernels.disabled():
+        assert kernels.batch_norm_relu_dropout(torch.randn(10, 16), norm.train(), 0.1) is None

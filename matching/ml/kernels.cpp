@@ -349,12 +349,19 @@ INLINE void head_forward(
  *
  * product_weights: (H, d), already multiplied by the softmax scale. attention: (H, F keys, P) with
  * each key's weights for all queries in a row, read back as a transposed view. */
+/* What the training forward keeps of one person for the backward (kernels.py holds each as a
+ * batch tensor): the projections (F x 3D), the mixed values transposed (D x P), the LayerNorm's
+ * normalised input transposed (D x P) and its inverse standard deviations (P). */
+struct Saved {
+    float *qkv, *mixed_t, *xhat_t, *istd;
+};
+
 template <bool PRODUCTIVE>
 INLINE void layer_one(
     const float *__restrict x, const float *__restrict wqkv_t, const float *__restrict bqkv,
     const float *__restrict product_weights, const float *__restrict wout, const float *__restrict bout,
     const float *__restrict ln_weight, const float *__restrict ln_bias, float eps, float *__restrict y,
-    float *__restrict attention)
+    float *__restrict attention, const float *__restrict mask = nullptr, const Saved *saved = nullptr)
 {
     constexpr int d = D / H, QV = 3 * D / 8;
     alignas(32) float qkv[F][3 * D], q_t[D][P] = {}, x_t[D][P] = {}, mixed_t[D][P], y_t[D][P];
@@ -385,8 +392,14 @@ INLINE void layer_one(
             x_t[c][i] = x[i * D + c];
         }
     for (int h = 0; h < H; h++)
-        head_forward<PRODUCTIVE>(q_t + h * d, qkv, D + h * d, 2 * D + h * d, product_weights + h * d, nullptr,
-                                 attention + h * F * P, mixed_t + h * d);
+        head_forward<PRODUCTIVE>(q_t + h * d, qkv, D + h * d, 2 * D + h * d, product_weights + h * d,
+                                 mask ? mask + h * F * P : nullptr, attention + h * F * P, mixed_t + h * d);
+    if (saved) {
+        for (int i = 0; i < F; i++)
+            for (int v = 0; v < QV; v++) store(saved->qkv + i * 3 * D + 8 * v, load(qkv[i] + 8 * v));
+        for (int c = 0; c < D; c++)
+            for (int f = 0; f < FV; f++) store(saved->mixed_t + c * P + 8 * f, load(mixed_t[c] + 8 * f));
+    }
     for (int f = 0; f < FV; f++) {
         v8 out[D], mean = {}, var = {};
         for (int o = 0; o < D; o++) {
@@ -403,6 +416,10 @@ INLINE void layer_one(
         v8 inv_std;
         for (int k = 0; k < 8; k++) inv_std[k] = 1.0f / __builtin_sqrtf(var[k] * (1.0f / (float)D) + eps);
         for (int o = 0; o < D; o++) store(y_t[o] + 8 * f, out[o] * inv_std * ln_weight[o] + ln_bias[o]);
+        if (saved) {
+            for (int o = 0; o < D; o++) store(saved->xhat_t + o * P + 8 * f, out[o] * inv_std);
+            store(saved->istd + 8 * f, inv_std);
+        }
     }
     for (int i = 0; i < F; i++)
         for (int o = 0; o < D; o++) y[i * D + o] = y_t[o][i];
@@ -607,4 +624,165 @@ extern "C" int attention_core_backward(
         batch, threads, qkv, pws, mask, attention, grad_out, grad_qkv, grad_pw);
     return 0;
 }
+/* ---------------------------------------------------------------------------------------------
+ * Training: the whole layer (projections, core, output projection, residual, LayerNorm) forward
+ * and backward, for an autograd Function in kernels.py. The forward is the inference pass with a
+ * dropout mask and what the backward needs kept (Saved). The backward, per person, from dy:
+ *
+ *   LayerNorm:   gh = dy . ln_w;   dpre = istd (gh - mean_o(gh) - xhat mean_o(gh . xhat))
+ *                dln_w += dy . xhat;   dln_b += dy
+ *   output:      dW_out += dpre^T mixed;   db_out += dpre;   dmixed = dpre W_out
+ *   core:        dqkv (and the product weights' sums) from dmixed, as attention_core_backward
+ *   projections: dW_qkv += dqkv^T x;   db_qkv += dqkv;   dx = dpre + dqkv W_qkv
+ *
+ * PyTorch ran the five projections' products as batched matrix products over all tokens (fast
+ * for large matrices, slow for 16 x 48 ones) and the LayerNorm and residual as passes of their
+ * own: about 1.6 ms a layer and direction at 1,024 people here, against one pass per person.
+ * The parameter gradients are summed per thread (LayerGrads) and written to partial, one row of
+ * LAYER_GRADS floats per thread: W_qkv (3D x D), b_qkv (3D), W_out (D x D), b_out, ln_w, ln_b and
+ * the product weights' sums (D each); kernels.py adds the rows up.
+ * ------------------------------------------------------------------------------------------- */
+constexpr int LAYER_GRADS = 3 * D * D + 3 * D + D * D + 4 * D;
+
+struct LayerGrads {
+    alignas(32) float wqkv[3 * D][D], bqkv[3 * D];  // rows as the Linear's weight: a vector over inputs
+    v8 wout[D][D][FV], bout[D][FV], ln_w[D][FV], ln_b[D][FV], pw[D][FV];  // vectors over the tokens
+
+    void write(float *out) const {
+        const auto lanes = [](const v8 *v, int n) {
+            float total = 0.0f;
+            for (int f = 0; f < n; f++)
+                for (int k = 0; k < 8; k++) total += v[f][k];
+            return total;
+        };
+        for (int k = 0; k < 3 * D; k++)
+            for (int c = 0; c < D; c++) *out++ = wqkv[k][c];
+        for (int k = 0; k < 3 * D; k++) *out++ = bqkv[k];
+        for (int o = 0; o < D; o++)
+            for (int c = 0; c < D; c++) *out++ = lanes(wout[o][c], FV);
+        const v8 (*const parts[])[FV] = {bout, ln_w, ln_b, pw};
+        for (const auto *part : parts)
+            for (int o = 0; o < D; o++) *out++ = lanes(part[o], FV);
+    }
+};
+
+template <bool PRODUCTIVE>
+INLINE void layer_backward_one(
+    const float *__restrict x, const float *__restrict dy, const float *__restrict wqkv,
+    const float *__restrict pws, const float *__restrict wout, const float *__restrict ln_weight,
+    const float *__restrict mask, const float *__restrict attention, const Saved &saved, float *__restrict dx,
+    LayerGrads &g)
+{
+    constexpr int DV = D / 8, QV = 3 * D / 8;
+    alignas(32) float dy_t[D][P] = {}, dpre_t[D][P], dmixed_t[D][P], dmixed[F][D], dqkv[F][3 * D];
+    for (int i = 0; i < F; i++)
+        for (int o = 0; o < D; o++) dy_t[o][i] = dy[i * D + o];
+    for (int f = 0; f < FV; f++) {
+        const v8 istd = load(saved.istd + 8 * f);
+        v8 gh[D], xh[D], mean_gh = {}, mean_ghx = {};
+        for (int o = 0; o < D; o++) {
+            const v8 gy = load(dy_t[o] + 8 * f);
+            xh[o] = load(saved.xhat_t + o * P + 8 * f);
+            g.ln_w[o][f] += gy * xh[o];
+            g.ln_b[o][f] += gy;
+            gh[o] = gy * ln_weight[o];
+            mean_gh += gh[o];
+            mean_ghx += gh[o] * xh[o];
+        }
+        mean_gh *= 1.0f / (float)D;
+        mean_ghx *= 1.0f / (float)D;
+        v8 dpre[D];
+        for (int o = 0; o < D; o++) {
+            dpre[o] = istd * (gh[o] - mean_gh - xh[o] * mean_ghx);  // zero in lanes past F: dy is
+            store(dpre_t[o] + 8 * f, dpre[o]);                      // zero there
+            g.bout[o][f] += dpre[o];
+        }
+        for (int c = 0; c < D; c++) {
+            const v8 mixed = load(saved.mixed_t + c * P + 8 * f);
+            v8 dm = {};
+            for (int o = 0; o < D; o++) {
+                g.wout[o][c][f] += dpre[o] * mixed;
+                dm += dpre[o] * wout[o * D + c];
+            }
+            store(dmixed_t[c] + 8 * f, dm);
+        }
+    }
+    for (int i = 0; i < F; i++)
+        for (int c = 0; c < D; c++) dmixed[i][c] = dmixed_t[c][i];
+    core_backward_one<PRODUCTIVE>(saved.qkv, pws, mask, attention, dmixed[0], dqkv[0], g.pw);
+    for (int i = 0; i < F; i++) {
+        for (int v = 0; v < QV; v++) store(g.bqkv + 8 * v, load(g.bqkv + 8 * v) + load(dqkv[i] + 8 * v));
+        v8 xr[DV], dxr[DV];
+        for (int u = 0; u < DV; u++) {
+            const float(*col)[P] = dpre_t + 8 * u;
+            xr[u] = load(x + i * D + 8 * u);
+            dxr[u] = v8{col[0][i], col[1][i], col[2][i], col[3][i], col[4][i], col[5][i], col[6][i], col[7][i]};
+        }
+        for (int k = 0; k < 3 * D; k++) {
+            const float s = dqkv[i][k];
+            for (int u = 0; u < DV; u++) {
+                store(g.wqkv[k] + 8 * u, load(g.wqkv[k] + 8 * u) + s * xr[u]);
+                dxr[u] += s * load(wqkv + k * D + 8 * u);
+            }
+        }
+        for (int u = 0; u < DV; u++) store(dx + i * D + 8 * u, dxr[u]);
+    }
+}
+
+/* A batch on ``threads`` threads; arrays as field_attention_layer's, plus mask (B, H, F, P) dropout
+ * multipliers by key or null, and the Saved arrays: qkv (B, F, 3D), mixed_t and xhat_t (B, D, P),
+ * istd (B, P), written here for attention_layer_backward. */
+extern "C" int attention_layer_forward(
+    int64_t batch, int threads, int fields, int width, int heads, const float *x, const float *wqkv_t,
+    const float *bqkv, const float *pws, const float *wout, const float *bout, const float *ln_weight,
+    const float *ln_bias, float eps, const float *mask, int productive, float *y, float *attention, float *qkv,
+    float *mixed_t, float *xhat_t, float *istd)
+{
+    if (fields != F || width != D || heads != H) return -1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        const Saved saved{qkv + b * F * 3 * D, mixed_t + b * D * P, xhat_t + b * D * P, istd + b * P};
+        const float *m = mask ? mask + b * H * F * P : nullptr;
+        if (productive)
+            layer_one<true>(x + b * F * D, wqkv_t, bqkv, pws, wout, bout, ln_weight, ln_bias, eps, y + b * F * D,
+                            attention + b * H * F * P, m, &saved);
+        else
+            layer_one<false>(x + b * F * D, wqkv_t, bqkv, pws, wout, bout, ln_weight, ln_bias, eps, y + b * F * D,
+                             attention + b * H * F * P, m, &saved);
+    }
+    return 0;
+}
+
+/* The gradients of attention_layer_forward from dy (B, F, D): dx (B, F, D), the residual's and the
+ * projections' parts together; wqkv is the qkv Linear's weight as it is (3D, D). partial
+ * (threads, LAYER_GRADS): each thread's parameter sums (LayerGrads::write). */
+extern "C" int attention_layer_backward(
+    int64_t batch, int threads, int fields, int width, int heads, const float *x, const float *dy,
+    const float *wqkv, const float *pws, const float *wout, const float *ln_weight, const float *mask,
+    const float *attention, const float *qkv, const float *mixed_t, const float *xhat_t, const float *istd,
+    int productive, float *dx, float *partial)
+{
+    if (fields != F || width != D || heads != H) return -1;
+#pragma omp parallel num_threads(threads)
+    {
+        LayerGrads g = {};
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < batch; b++) {
+            const Saved saved{const_cast<float *>(qkv + b * F * 3 * D), const_cast<float *>(mixed_t + b * D * P),
+                              const_cast<float *>(xhat_t + b * D * P), const_cast<float *>(istd + b * P)};
+            const float *m = mask ? mask + b * H * F * P : nullptr;
+            if (productive)
+                layer_backward_one<true>(x + b * F * D, dy + b * F * D, wqkv, pws, wout, ln_weight, m,
+                                         attention + b * H * F * P, saved, dx + b * F * D, g);
+            else
+                layer_backward_one<false>(x + b * F * D, dy + b * F * D, wqkv, pws, wout, ln_weight, m,
+                                          attention + b * H * F * P, saved, dx + b * F * D, g);
+        }
+        g.write(partial + (int64_t)omp_get_thread_num() * LAYER_GRADS);
+    }
+    return 0;
+}
+
+/* The length of a row of attention_layer_backward's partial, for kernels.py to check. */
+extern "C" int attention_layer_grads() { return LAYER_GRADS; }
 #endif  // FIELDS

@@ -148,6 +148,10 @@ def _load(shape: tuple[int, int, int] | None) -> ctypes.CDLL | None:
                     "field_attention_layer": (c_int, [*shape_args, *[_float_p] * 8, ctypes.c_float, c_int, _float_p, _float_p]),
                     "attention_core_forward": (c_int, [*shape_args, *[_float_p] * 3, c_int, _float_p, _float_p]),
                     "attention_core_backward": (c_int, [*shape_args, *[_float_p] * 5, c_int, _float_p, _float_p]),
+                    "attention_layer_forward": (c_int, [*shape_args, *[_float_p] * 8, ctypes.c_float, _float_p, c_int,
+                                                        *[_float_p] * 6]),
+                    "attention_layer_backward": (c_int, [*shape_args, *[_float_p] * 12, c_int, _float_p, _float_p]),
+                    "attention_layer_grads": (c_int, []),
                 }
             for name, (restype, argtypes) in signatures.items():
                 fn = getattr(lib, name)
@@ -412,6 +416,71 @@ class _AttentionCore(torch.autograd.Function):
         return grad_qkv, grad_pw, None, None, None
 
 
+class _AttentionLayer(torch.autograd.Function):
+    """A whole field-attention layer with LayerNorm, ``norm(attention(x) + x)``, for training
+    (``kernels.cpp`` has the backward's formulas)."""
+
+    @staticmethod
+    def forward(ctx, x, wqkv, bqkv, pw, wout, bout, ln_weight, ln_bias, mask, eps, heads, productive):  # type: ignore[override]
+        b, f, d = x.shape
+        lib = library(f, d, heads)
+        assert lib is not None
+        scale, p = (d // heads) ** -0.5, padded(f)
+        pws = (pw.detach() * scale).contiguous()
+        y, attention = torch.empty_like(x), torch.empty(b, heads, f, p)
+        qkv, mixed_t, xhat_t, istd = torch.empty(b, f, 3 * d), torch.empty(b, d, p), torch.empty(b, d, p), torch.empty(b, p)
+        weights = [wqkv.detach().t().contiguous(), bqkv, pws, wout, bout, ln_weight, ln_bias]
+        status = lib.attention_layer_forward(
+            b, _threads(b), f, d, heads, _pointer(x), *[_pointer(w) for w in weights], eps, _pointer(mask),
+            int(productive), _pointer(y), _pointer(attention), _pointer(qkv), _pointer(mixed_t), _pointer(xhat_t),
+            _pointer(istd),
+        )
+        _check(status, (f, d, heads))
+        ctx.save_for_backward(x, wqkv, pws, wout, ln_weight, mask, attention, qkv, mixed_t, xhat_t, istd)
+        ctx.heads, ctx.productive, ctx.scale = heads, productive, scale
+        ctx.mark_non_differentiable(attention)
+        return y, attention
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_attention):  # type: ignore[override]
+        x, wqkv, pws, wout, ln_weight, mask, attention, qkv, mixed_t, xhat_t, istd = ctx.saved_tensors
+        b, f, d = x.shape
+        lib = library(f, d, ctx.heads)
+        threads = _threads(b)
+        grad_y = grad_y.contiguous()
+        dx, partial = torch.empty_like(x), torch.empty(threads, lib.attention_layer_grads())
+        status = lib.attention_layer_backward(
+            b, threads, f, d, ctx.heads, _pointer(x), _pointer(grad_y), _pointer(wqkv.detach()), _pointer(pws),
+            _pointer(wout.detach()), _pointer(ln_weight.detach()), _pointer(mask), _pointer(attention),
+            _pointer(qkv), _pointer(mixed_t), _pointer(xhat_t), _pointer(istd), int(ctx.productive), _pointer(dx),
+            _pointer(partial),
+        )
+        _check(status, (f, d, ctx.heads))
+        dwqkv, dbqkv, dwout, dbout, dln_w, dln_b, dpw = partial.sum(0).split([3 * d * d, 3 * d, d * d, d, d, d, d])
+        grad_pw = dpw.view(ctx.heads, d // ctx.heads) * ctx.scale if ctx.productive and ctx.needs_input_grad[3] else None
+        return (dx, dwqkv.view(3 * d, d), dbqkv, grad_pw, dwout.view(d, d), dbout, dln_w, dln_b,
+                None, None, None, None)
+
+
+def attention_layer(
+    x: torch.Tensor, qkv: torch.nn.Linear, product_weights: torch.Tensor | None, out: torch.nn.Linear,
+    norm: torch.nn.LayerNorm, heads: int, mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``norm(attention(x) + x)`` with gradients for every input and parameter, and the attention
+    weights (B, H, F, F) before dropout (not differentiable, for inspection): the training
+    counterpart of ``field_attention``. ``product_weights`` (H, 1, d) makes it the productive
+    attention; ``mask`` (B, H, F, P) holds dropout multipliers as ``attention_core`` takes them.
+    Call only when ``available(F, D, heads)``."""
+    f, width = x.shape[1], x.shape[2]
+    productive = product_weights is not None
+    pw = product_weights.view(heads, width // heads) if productive else torch.ones(heads, width // heads)
+    y, weights = _AttentionLayer.apply(
+        x.contiguous().float(), qkv.weight, qkv.bias, pw, out.weight, out.bias, norm.weight, norm.bias,
+        mask, norm.eps, heads, productive,
+    )
+    return y, weights[..., :f].transpose(-1, -2)
+
+
 def attention_core(
     qkv: torch.Tensor, product_weights: torch.Tensor | None, heads: int, mask: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -430,6 +499,6 @@ def attention_core(
 
 
 __all__ = [
-    "attention_core", "available", "bag_backward", "bag_gather", "batch_norm_relu_dropout", "disabled",
+    "attention_core", "attention_layer", "available", "bag_backward", "bag_gather", "batch_norm_relu_dropout", "disabled",
     "dropout_multipliers", "field_attention", "library", "padded", "supports",
 ]

@@ -298,22 +298,37 @@ def _core_kernel(x: torch.Tensor, heads: int) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and kernels.available(x.shape[1], x.shape[2], heads)
 
 
+def _dropout_mask(layer: FieldSelfAttention | ProductiveAttention, b: int, f: int) -> torch.Tensor | None:
+    """The attention dropout's multipliers as the compiled kernels read them (by key, then query
+    padded to a multiple of eight), None when the layer does not drop: the same draw as the
+    layer's ``Dropout`` applied to ones, without the ones."""
+    if not layer.training or layer.dropout.p == 0:
+        return None
+    shape = (b, layer.heads, f, kernels.padded(f))
+    mask = kernels.dropout_multipliers(shape, layer.dropout.p)
+    return mask if mask is not None else layer.dropout(torch.ones(shape))
+
+
 def _attend_compiled(layer: FieldSelfAttention | ProductiveAttention, qkv: torch.Tensor,
                      product_weights: torch.Tensor | None) -> torch.Tensor:
-    """The layer's scores, softmax, dropout and mixing by the compiled kernel: (B, F, 3D) -> (B, F, D).
-
-    Dropout's multipliers are laid out as the kernel reads them (by key, then query padded to a
-    multiple of eight): the same draw as the layer's ``Dropout`` applied to ones, without the ones."""
-    b, f = qkv.shape[0], qkv.shape[1]
-    mask = None
-    if layer.training and layer.dropout.p > 0:
-        shape = (b, layer.heads, f, kernels.padded(f))
-        mask = kernels.dropout_multipliers(shape, layer.dropout.p)
-        if mask is None:
-            mask = layer.dropout(torch.ones(shape))
+    """The layer's scores, softmax, dropout and mixing by the compiled kernel: (B, F, 3D) -> (B, F, D)."""
+    mask = _dropout_mask(layer, qkv.shape[0], qkv.shape[1])
     mixed, weights = kernels.attention_core(qkv, product_weights, layer.heads, mask)
     layer._weights = list(weights.unbind(1))
     return mixed
+
+
+def _layer_compiled(layer: FieldSelfAttention | ProductiveAttention, x: torch.Tensor, norm: nn.LayerNorm,
+                    product_weights: torch.Tensor | None) -> torch.Tensor:
+    """``norm(layer(x) + x)`` by the compiled kernels: the inference pass without gradients, the
+    training layer (every gradient, dropout) with them."""
+    if torch.is_grad_enabled():
+        mask = _dropout_mask(layer, x.shape[0], x.shape[1])
+        y, weights = kernels.attention_layer(x, layer.qkv, product_weights, layer.out, norm, layer.heads, mask)
+    else:
+        y, weights = kernels.field_attention(x, layer.qkv, product_weights, layer.out, norm, layer.heads)
+    layer._weights = list(weights.unbind(1))
+    return y
 
 
 class FieldSelfAttention(nn.Module):
@@ -347,10 +362,8 @@ class FieldSelfAttention(nn.Module):
         return self.out(torch.cat(mixed, dim=-1))  # (B, F, D)
 
     def fused(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
-        """``norm(self(x) + x)`` by the compiled inference kernel (``matching.ml.kernels``)."""
-        y, weights = kernels.field_attention(x, self.qkv, None, self.out, norm, self.heads)
-        self._weights = list(weights.unbind(1))
-        return y
+        """``norm(self(x) + x)`` by the compiled kernels (``matching.ml.kernels``)."""
+        return _layer_compiled(self, x, norm, None)
 
     @property
     def last_weights(self) -> torch.Tensor | None:
@@ -404,10 +417,8 @@ class ProductiveAttention(nn.Module):
         return self.out(torch.cat(mixed, dim=-1))  # (B, F, D)
 
     def fused(self, x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
-        """``norm(self(x) + x)`` by the compiled inference kernel (``matching.ml.kernels``)."""
-        y, weights = kernels.field_attention(x, self.qkv, self.product_weights, self.out, norm, self.heads)
-        self._weights = list(weights.unbind(1))
-        return y
+        """``norm(self(x) + x)`` by the compiled kernels (``matching.ml.kernels``)."""
+        return _layer_compiled(self, x, norm, self.product_weights)
 
     @property
     def last_weights(self) -> torch.Tensor | None:
@@ -437,13 +448,15 @@ class Tower(nn.Module):
 
     def forward(self, x: TowerInput) -> torch.Tensor:
         tokens = self.fields(x)  # (B, F, D)
-        # Inference (eval mode, no gradients) takes the compiled attention kernel where it runs
-        # and the DNN block with BatchNorm folded in; training and anything with gradients, the
-        # autograd path. Tests hold the two equal.
+        # Each attention layer with its residual and LayerNorm runs as one compiled kernel where
+        # it can (float32 on the CPU, a shape kernels.cpp takes): the inference pass in eval mode
+        # without gradients, the training layer otherwise. Inference also folds BatchNorm into
+        # the DNN block. Tests hold every path equal to PyTorch's operators.
         # (A quantised copy, whose Linears are no longer nn.Linear, keeps PyTorch's operators.)
         inference = not self.training and not torch.is_grad_enabled()
         fused = (
-            inference and tokens.device.type == "cpu" and kernels.available(*tokens.shape[1:], self.config.heads)
+            tokens.device.type == "cpu" and tokens.dtype == torch.float32
+            and kernels.available(*tokens.shape[1:], self.config.heads)
             and all(type(m) is nn.Linear for m in (self.self_attention.qkv, self.self_attention.out,
                                                    self.productive.qkv, self.productive.out))
         )

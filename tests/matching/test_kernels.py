@@ -101,17 +101,25 @@ def test_shapes_the_kernel_does_not_take_use_pytorch() -> None:
     assert out.shape == (10, 8) and torch.isfinite(out).all()
 
 
-def test_training_and_gradients_never_take_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gradients_take_the_training_layer_never_the_inference_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the kernel has no backward; autograd must not reach it")
+        raise AssertionError("the inference kernel has no backward; autograd must not reach it")
+
+    real, taken = kernels.attention_layer, []
+
+    def counted(*args: object) -> tuple[torch.Tensor, torch.Tensor]:
+        taken.append(args)
+        return real(*args)
 
     monkeypatch.setattr(kernels, "field_attention", refuse)
+    monkeypatch.setattr(kernels, "attention_layer", counted)
     config = make((25, 22, 10, 16, 51))
     model = trained_looking(config)
     x = inputs(config, 20)
     model.target_tower(x).sum().backward()  # eval mode, gradients on
     model.train()
     model.target_tower(x).sum().backward()
+    assert len(taken) == 4  # two layers, two passes
 
 
 def test_without_a_compiler_the_towers_use_pytorch(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -217,6 +225,48 @@ def test_core_gradients_match_autograd(f: int, width: int, heads: int, dropout: 
         assert torch.allclose(a, w, atol=1e-4, rtol=1e-4), (a - w).abs().max()
     assert weights.shape == (b, heads, f, f)
     assert torch.allclose(weights.sum(-1), torch.ones(b, heads, f), atol=1e-5)
+
+
+@pytest.mark.parametrize("productive", [False, True])
+@pytest.mark.parametrize(("f", "width", "heads", "dropout"), [(8, 16, 2, 0.0), (8, 16, 2, 0.3), (6, 16, 2, 0.3), (10, 32, 4, 0.1)])
+def test_layer_gradients_match_autograd(f: int, width: int, heads: int, dropout: float, productive: bool) -> None:
+    """The training layer, ``norm(attention(x) + x)``: output, weights and the gradients of the
+    input and of every parameter (projections, product weights, LayerNorm) against plain PyTorch."""
+    from matching.ml.model import FieldSelfAttention, ProductiveAttention
+
+    g = torch.Generator().manual_seed(2)
+    b = 300
+    layer = (ProductiveAttention if productive else FieldSelfAttention)(width, heads, dropout=dropout)
+    norm = torch.nn.LayerNorm(width)
+    params = [*layer.parameters(), *norm.parameters()]
+    with torch.no_grad():
+        for p in params:
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    x = torch.randn(b, f, width, generator=g, requires_grad=True)
+    mask = None
+    if dropout:
+        mask = (torch.rand(b, heads, f, kernels.padded(f), generator=g) >= dropout).float() / (1 - dropout)
+    upstream = torch.randn(b, f, width, generator=g)
+    pw = layer.product_weights if productive else None
+
+    def run(compiled: bool) -> tuple[torch.Tensor, ...]:
+        x.grad = None
+        for p in params:
+            p.grad = None
+        if compiled:
+            y, weights = kernels.attention_layer(x, layer.qkv, pw, layer.out, norm, heads, mask)
+        else:
+            qkv = layer.qkv(x)
+            y = norm(layer.out(_reference_core(qkv, None if pw is None else pw.view(heads, -1), heads, mask)) + x)
+            weights = None
+        (y * upstream).sum().backward()
+        return (y, weights, x.grad, *(p.grad for p in params))
+
+    got, want = run(True), run(False)
+    assert torch.allclose(got[0], want[0], atol=1e-5), (got[0] - want[0]).abs().max()
+    assert got[1].shape == (b, heads, f, f) and torch.allclose(got[1].sum(-1), torch.ones(b, heads, f), atol=1e-5)
+    for a, w in zip(got[2:], want[2:], strict=True):
+        assert torch.allclose(a, w, atol=1e-4, rtol=1e-4), (a - w).abs().max()
 
 
 def test_training_step_gradients_match_pytorch() -> None:

@@ -1,5 +1,6 @@
-/* Kernels of the towers: a field-attention layer in one pass per person (inference), its core with
- * a backward (training), dropout multipliers, a batch's id bags and their gradient.
+/* Kernels of the towers: a field-attention layer in one pass per person (inference) and with a
+ * backward (training), a DNN layer's activation in training, dropout multipliers, a batch's id bags
+ * and their gradient.
  *
  * The attention layer: one pass per person over their F tokens.
  *
@@ -458,32 +459,14 @@ extern "C" int field_attention_layer(
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Training: the attention core alone (scores, softmax, dropout, mixing) forward and backward, for
- * an autograd Function in kernels.py; the projections, residual and LayerNorm stay PyTorch's
- * (batched matrix products over all tokens, which it does well). For one head, with
+ * Training, the attention core's backward (scores, softmax, dropout, mixing), per person, for
+ * attention_layer_backward below. For one head, with
  * qw = q . pws (pws: product weights times the scale), S = qw K^T, A = softmax(S), Ad = A . M
  * (M: dropout multipliers), O = Ad V and out = O (or q . O, productive):
  *   dO = dout (. q);  dq_direct = dout . O (productive);  dV = Ad^T dO;
  *   dA = (dO V^T) . M;  dS = A . (dA - rowsum(dA . A));
  *   dqw = dS K;  dK = dS^T qw;  dq = dqw . pws (+ dq_direct);  dpw = sum(dqw . q) * scale.
  * ------------------------------------------------------------------------------------------- */
-
-template <bool PRODUCTIVE>
-INLINE void core_forward_one(
-    const float *__restrict qkv, const float *__restrict pws, const float *__restrict mask,
-    float *__restrict out, float *__restrict attention)
-{
-    constexpr int d = D / H;
-    const auto rows = reinterpret_cast<const float (*)[3 * D]>(qkv);
-    alignas(32) float q_t[D][P] = {}, mixed_t[D][P];
-    for (int i = 0; i < F; i++)
-        for (int c = 0; c < D; c++) q_t[c][i] = rows[i][c];
-    for (int h = 0; h < H; h++)
-        head_forward<PRODUCTIVE>(q_t + h * d, rows, D + h * d, 2 * D + h * d, pws + h * d,
-                                 mask ? mask + h * F * P : nullptr, attention + h * F * P, mixed_t + h * d);
-    for (int i = 0; i < F; i++)
-        for (int c = 0; c < D; c++) out[i * D + c] = mixed_t[c][i];
-}
 
 template <bool PRODUCTIVE>
 INLINE void core_backward_one(
@@ -567,63 +550,6 @@ INLINE void core_backward_one(
         for (int c = 0; c < D; c++) grad_rows[i][c] = dq_t[c][i];
 }
 
-template <bool PRODUCTIVE>
-static void core_forward_loop(
-    int64_t batch, int threads, const float *qkv, const float *pws, const float *mask, float *out, float *attention)
-{
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t b = 0; b < batch; b++)
-        core_forward_one<PRODUCTIVE>(qkv + b * F * 3 * D, pws, mask ? mask + b * H * F * P : nullptr, out + b * F * D,
-                                     attention + b * H * F * P);
-}
-
-template <bool PRODUCTIVE>
-static void core_backward_loop(
-    int64_t batch, int threads, const float *qkv, const float *pws, const float *mask, const float *attention,
-    const float *grad_out, float *grad_qkv, float *grad_pw)
-{
-#pragma omp parallel num_threads(threads)
-    {
-        v8 pw_sums[D][FV] = {};
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < batch; b++)
-            core_backward_one<PRODUCTIVE>(qkv + b * F * 3 * D, pws, mask ? mask + b * H * F * P : nullptr,
-                                          attention + b * H * F * P, grad_out + b * F * D, grad_qkv + b * F * 3 * D,
-                                          pw_sums);
-        float *mine = grad_pw + omp_get_thread_num() * D;
-        for (int c = 0; c < D; c++) {
-            v8 total = {};
-            for (int f = 0; f < FV; f++) total += pw_sums[c][f];
-            for (int k = 0; k < 8; k++) mine[c] += total[k];
-        }
-    }
-}
-
-/* A batch on ``threads`` threads: qkv (B, F, 3D) projections; pws (H, d) product weights times the
- * scale (the scale alone for self-attention); mask (B, H, F, P) dropout multipliers by key, or
- * null. Writes out (B, F, D) and attention (B, H, F, P), weights by key before dropout. */
-extern "C" int attention_core_forward(
-    int64_t batch, int threads, int fields, int width, int heads, const float *qkv, const float *pws,
-    const float *mask, int productive, float *out, float *attention)
-{
-    if (fields != F || width != D || heads != H) return -1;
-    (productive ? core_forward_loop<true> : core_forward_loop<false>)(batch, threads, qkv, pws, mask, out, attention);
-    return 0;
-}
-
-/* The gradients of attention_core_forward: grad_qkv (B, F, 3D), and in grad_pw (threads, H * d),
- * zeroed by the caller, each thread's sum of dL/dqw . q (the caller adds them up and multiplies by
- * the scale). */
-extern "C" int attention_core_backward(
-    int64_t batch, int threads, int fields, int width, int heads, const float *qkv, const float *pws,
-    const float *mask, const float *attention, const float *grad_out, int productive, float *grad_qkv,
-    float *grad_pw)
-{
-    if (fields != F || width != D || heads != H) return -1;
-    (productive ? core_backward_loop<true> : core_backward_loop<false>)(
-        batch, threads, qkv, pws, mask, attention, grad_out, grad_qkv, grad_pw);
-    return 0;
-}
 /* ---------------------------------------------------------------------------------------------
  * Training: the whole layer (projections, core, output projection, residual, LayerNorm) forward
  * and backward, for an autograd Function in kernels.py. The forward is the inference pass with a
@@ -632,7 +558,7 @@ extern "C" int attention_core_backward(
  *   LayerNorm:   gh = dy . ln_w;   dpre = istd (gh - mean_o(gh) - xhat mean_o(gh . xhat))
  *                dln_w += dy . xhat;   dln_b += dy
  *   output:      dW_out += dpre^T mixed;   db_out += dpre;   dmixed = dpre W_out
- *   core:        dqkv (and the product weights' sums) from dmixed, as attention_core_backward
+ *   core:        dqkv (and the product weights' sums) from dmixed (core_backward_one)
  *   projections: dW_qkv += dqkv^T x;   db_qkv += dqkv;   dx = dpre + dqkv W_qkv
  *
  * PyTorch ran the five projections' products as batched matrix products over all tokens (fast

@@ -4,8 +4,8 @@ In eval mode without gradients, each of a tower's two attention layers (projecti
 scores, softmax, mixing, output projection, residual, LayerNorm) runs as one C++ pass per person
 instead of a dozen PyTorch operators over the whole batch: with eight tokens of sixteen, PyTorch's
 cost is memory passes and tiny batched matrix products, not arithmetic (docs/BENCHMARKS.md,
-Model). With gradients, the part between the projections has a compiled forward and backward.
-Both agree with PyTorch's operators to float32 rounding (tests/matching/test_kernels.py).
+Model). With gradients, the same layer has a compiled forward and backward. Both agree with
+PyTorch's operators to float32 rounding (tests/matching/test_kernels.py).
 
 1. ``library(fields, width, heads)`` compiles ``kernels.cpp`` for that shape once per source,
    compiler and CPU into the user's cache directory (``$XDG_CACHE_HOME/socialmatch`` or
@@ -18,8 +18,9 @@ Both agree with PyTorch's operators to float32 rounding (tests/matching/test_ker
    ``-fopenmp`` and loaded after torch, whose ``libgomp.so.1`` it then shares; a thread pool of
    our own ran no faster than one thread in training, its threads competing with PyTorch's
    still-spinning workers for the two cores).
-3. ``attention_core(...)``, for training: the layer's scores, softmax, dropout and mixing with a
-   compiled backward, as an autograd Function; PyTorch keeps the projections and LayerNorm.
+3. ``attention_layer(...)``, for training: the same layer with attention dropout, as an
+   autograd Function whose backward gives the gradients of the input and of every parameter.
+   ``batch_norm_relu_dropout(...)``: a DNN layer's activation in training, likewise.
 
 4. ``dropout_multipliers(shape, p)``: the masks of ``model.Dropout``, from a counter-based hash;
    ``bag_gather(...)``: a training batch's id bags (``inputs.UserInputs.batch``) in one pass;
@@ -146,8 +147,6 @@ def _load(shape: tuple[int, int, int] | None) -> ctypes.CDLL | None:
             if shape is not None:
                 signatures |= {
                     "field_attention_layer": (c_int, [*shape_args, *[_float_p] * 8, ctypes.c_float, c_int, _float_p, _float_p]),
-                    "attention_core_forward": (c_int, [*shape_args, *[_float_p] * 3, c_int, _float_p, _float_p]),
-                    "attention_core_backward": (c_int, [*shape_args, *[_float_p] * 5, c_int, _float_p, _float_p]),
                     "attention_layer_forward": (c_int, [*shape_args, *[_float_p] * 8, ctypes.c_float, _float_p, c_int,
                                                         *[_float_p] * 6]),
                     "attention_layer_backward": (c_int, [*shape_args, *[_float_p] * 12, c_int, _float_p, _float_p]),
@@ -375,47 +374,6 @@ def _check(status: int, shape: tuple[int, int, int]) -> None:
         raise ValueError(f"the attention kernel was built for another shape than {shape}")
 
 
-class _AttentionCore(torch.autograd.Function):
-    """Scores, softmax, dropout and mixing of a field-attention layer (``kernels.cpp`` has the
-    formulas of both passes); the projections around it stay PyTorch's."""
-
-    @staticmethod
-    def forward(ctx, qkv, product_weights, mask, heads, productive):  # type: ignore[override]
-        b, f, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
-        lib = library(f, width, heads)
-        assert lib is not None
-        scale = (width // heads) ** -0.5
-        pws = (product_weights.detach() * scale).contiguous()
-        out = torch.empty(b, f, width)
-        attention = torch.empty(b, heads, f, padded(f))
-        status = lib.attention_core_forward(
-            b, _threads(b), f, width, heads, _pointer(qkv), _pointer(pws), _pointer(mask), int(productive),
-            _pointer(out), _pointer(attention),
-        )
-        _check(status, (f, width, heads))
-        ctx.save_for_backward(qkv, pws, mask, attention)
-        ctx.heads, ctx.productive, ctx.scale = heads, productive, scale
-        ctx.mark_non_differentiable(attention)
-        return out, attention
-
-    @staticmethod
-    def backward(ctx, grad_out, _grad_attention):  # type: ignore[override]
-        qkv, pws, mask, attention = ctx.saved_tensors
-        b, f, width = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
-        lib = library(f, width, ctx.heads)
-        grad_out = grad_out.contiguous()
-        grad_qkv = torch.empty_like(qkv)
-        threads = _threads(b)
-        partial = torch.zeros(threads, width)  # each thread's sum for the product weights
-        status = lib.attention_core_backward(
-            b, threads, f, width, ctx.heads, _pointer(qkv), _pointer(pws), _pointer(mask), _pointer(attention),
-            _pointer(grad_out), int(ctx.productive), _pointer(grad_qkv), _pointer(partial),
-        )
-        _check(status, (f, width, ctx.heads))
-        grad_pw = partial.sum(0).view(ctx.heads, width // ctx.heads) * ctx.scale if ctx.needs_input_grad[1] else None
-        return grad_qkv, grad_pw, None, None, None
-
-
 class _AttentionLayer(torch.autograd.Function):
     """A whole field-attention layer with LayerNorm, ``norm(attention(x) + x)``, for training
     (``kernels.cpp`` has the backward's formulas)."""
@@ -469,7 +427,8 @@ def attention_layer(
     """``norm(attention(x) + x)`` with gradients for every input and parameter, and the attention
     weights (B, H, F, F) before dropout (not differentiable, for inspection): the training
     counterpart of ``field_attention``. ``product_weights`` (H, 1, d) makes it the productive
-    attention; ``mask`` (B, H, F, P) holds dropout multipliers as ``attention_core`` takes them.
+    attention; ``mask`` (B, H, F, P) holds dropout multipliers (0 or 1 / (1 - p)) by key then
+    query, P = F rounded up to 8, or None.
     Call only when ``available(F, D, heads)``."""
     f, width = x.shape[1], x.shape[2]
     productive = product_weights is not None
@@ -481,24 +440,7 @@ def attention_layer(
     return y, weights[..., :f].transpose(-1, -2)
 
 
-def attention_core(
-    qkv: torch.Tensor, product_weights: torch.Tensor | None, heads: int, mask: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The core of a field-attention layer with gradients: projections (B, F, 3D) -> mixed values
-    (B, F, D) and the weights (B, H, F, F) before dropout (not differentiable, for inspection).
-
-    ``product_weights`` (H, d) makes it the productive attention; ``mask`` (B, H, F, P) holds the
-    dropout multipliers (0 or 1 / (1 - p)) by key then query, P = F rounded up to 8, or None.
-    Call only when ``available(F, D, heads)``.
-    """
-    f, width = qkv.shape[1], qkv.shape[2] // 3
-    productive = product_weights is not None
-    pw = product_weights if productive else torch.ones(heads, width // heads)
-    mixed, weights = _AttentionCore.apply(qkv.contiguous().float(), pw, mask, heads, productive)
-    return mixed, weights[..., :f].transpose(-1, -2)
-
-
 __all__ = [
-    "attention_core", "attention_layer", "available", "bag_backward", "bag_gather", "batch_norm_relu_dropout", "disabled",
+    "attention_layer", "available", "bag_backward", "bag_gather", "batch_norm_relu_dropout", "disabled",
     "dropout_multipliers", "field_attention", "library", "padded", "supports",
 ]

@@ -16,9 +16,10 @@ Reads top to bottom:
    seed-set attention of the KDD 2019 paper, and the ranking head that re-ranks retrieved
    candidates with pair features.
 
-The attention layers run on the compiled kernels of ``matching.ml.kernels`` where it can build
-them (the whole layer at inference; its core, with a compiled backward, in training) and on the
-PyTorch code below otherwise; tests hold both equal.
+Inside a tower, each attention layer with its residual and LayerNorm, and in training each DNN
+layer's BatchNorm, ReLU and dropout, run on the compiled kernels of ``matching.ml.kernels`` where
+it can build them (at inference, and with compiled backwards in training), and on the PyTorch code
+below otherwise (the modules called on their own always take it); tests hold both equal.
 
 The model returns embeddings and scores; ``matching.ml.train`` owns the losses.
 """
@@ -293,11 +294,6 @@ def _split_heads(qkv: torch.Tensor, heads: int) -> tuple[list[torch.Tensor], lis
     return list(parts[:heads]), list(parts[heads:2 * heads]), list(parts[2 * heads:])
 
 
-def _core_kernel(x: torch.Tensor, heads: int) -> bool:
-    """Whether an attention layer's core runs compiled (``kernels.attention_core``)."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and kernels.available(x.shape[1], x.shape[2], heads)
-
-
 def _dropout_mask(layer: FieldSelfAttention | ProductiveAttention, b: int, f: int) -> torch.Tensor | None:
     """The attention dropout's multipliers as the compiled kernels read them (by key, then query
     padded to a multiple of eight), None when the layer does not drop: the same draw as the
@@ -307,15 +303,6 @@ def _dropout_mask(layer: FieldSelfAttention | ProductiveAttention, b: int, f: in
     shape = (b, layer.heads, f, kernels.padded(f))
     mask = kernels.dropout_multipliers(shape, layer.dropout.p)
     return mask if mask is not None else layer.dropout(torch.ones(shape))
-
-
-def _attend_compiled(layer: FieldSelfAttention | ProductiveAttention, qkv: torch.Tensor,
-                     product_weights: torch.Tensor | None) -> torch.Tensor:
-    """The layer's scores, softmax, dropout and mixing by the compiled kernel: (B, F, 3D) -> (B, F, D)."""
-    mask = _dropout_mask(layer, qkv.shape[0], qkv.shape[1])
-    mixed, weights = kernels.attention_core(qkv, product_weights, layer.heads, mask)
-    layer._weights = list(weights.unbind(1))
-    return mixed
 
 
 def _layer_compiled(layer: FieldSelfAttention | ProductiveAttention, x: torch.Tensor, norm: nn.LayerNorm,
@@ -351,8 +338,6 @@ class FieldSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(x)  # (B, F, 3D)
-        if _core_kernel(x, self.heads):
-            return self.out(_attend_compiled(self, qkv, None))
         queries, keys, values = _split_heads(qkv, self.heads)  # each H x (B, F, d)
         self._weights, mixed = [], []
         for q, k, v in zip(queries, keys, values, strict=True):
@@ -404,8 +389,6 @@ class ProductiveAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(x)  # (B, F, 3D)
-        if _core_kernel(x, self.heads):
-            return self.out(_attend_compiled(self, qkv, self.product_weights.view(self.heads, self.head_dim)))
         queries, keys, values = _split_heads(qkv, self.heads)  # each H x (B, F, d)
         self._weights, mixed = [], []
         for h, (q, k, v) in enumerate(zip(queries, keys, values, strict=True)):

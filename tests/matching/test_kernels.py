@@ -199,36 +199,6 @@ def _reference_core(qkv: torch.Tensor, pw: torch.Tensor | None, heads: int, mask
 
 @pytest.mark.parametrize("productive", [False, True])
 @pytest.mark.parametrize(("f", "width", "heads", "dropout"), [(8, 16, 2, 0.0), (8, 16, 2, 0.3), (6, 16, 2, 0.3), (10, 32, 4, 0.1)])
-def test_core_gradients_match_autograd(f: int, width: int, heads: int, dropout: float, productive: bool) -> None:
-    g = torch.Generator().manual_seed(1)
-    b = 1100  # two threads
-    qkv = torch.randn(b, f, 3 * width, generator=g, requires_grad=True)
-    pw = (torch.rand(heads, width // heads, generator=g) + 0.5).requires_grad_() if productive else None
-    mask = None
-    if dropout:
-        keep = torch.rand(b, heads, f, -(-f // 8) * 8, generator=g) >= dropout
-        mask = keep.float() / (1 - dropout)
-    upstream = torch.randn(b, f, width, generator=g)
-
-    got, weights = kernels.attention_core(qkv, pw, heads, mask)
-    (got * upstream).sum().backward()
-    got_grads = [qkv.grad.clone()] + ([pw.grad.clone()] if productive else [])
-    qkv.grad = None
-    if productive:
-        pw.grad = None
-    want = _reference_core(qkv, pw, heads, mask)
-    (want * upstream).sum().backward()
-    want_grads = [qkv.grad] + ([pw.grad] if productive else [])
-
-    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
-    for a, w in zip(got_grads, want_grads, strict=True):
-        assert torch.allclose(a, w, atol=1e-4, rtol=1e-4), (a - w).abs().max()
-    assert weights.shape == (b, heads, f, f)
-    assert torch.allclose(weights.sum(-1), torch.ones(b, heads, f), atol=1e-5)
-
-
-@pytest.mark.parametrize("productive", [False, True])
-@pytest.mark.parametrize(("f", "width", "heads", "dropout"), [(8, 16, 2, 0.0), (8, 16, 2, 0.3), (6, 16, 2, 0.3), (10, 32, 4, 0.1)])
 def test_layer_gradients_match_autograd(f: int, width: int, heads: int, dropout: float, productive: bool) -> None:
     """The training layer, ``norm(attention(x) + x)``: output, weights and the gradients of the
     input and of every parameter (projections, product weights, LayerNorm) against plain PyTorch."""

@@ -142,17 +142,21 @@ extern "C" int64_t bag_gather(
  * building a scipy CSR matrix and its transposed product (about 1 ms a bag field a step here). */
 extern "C" void bag_backward(
     int64_t bags, const int64_t *offsets, int64_t members, const int64_t *index, const float *per_sample,
-    int mean, const float *grad, int width, float *out)
+    int mean, const float *grad, int width, float *__restrict out)
 {
+    const int vectors = width % 8 == 0 ? width / 8 : 0;  // whole rows as vectors (the usual widths)
     for (int64_t b = 0; b < bags; b++) {
         const int64_t start = offsets[b], stop = b + 1 < bags ? offsets[b + 1] : members;
         if (stop <= start) continue;
-        const float *g = grad + b * width;
+        const float *__restrict g = grad + b * width;
         const float share = mean ? 1.0f / (float)(stop - start) : 1.0f;
         for (int64_t m = start; m < stop; m++) {
             const float w = per_sample ? per_sample[m] * share : share;
             float *row = out + index[m] * width;
-            for (int c = 0; c < width; c++) row[c] += w * g[c];
+            if (vectors)
+                for (int v = 0; v < vectors; v++) store(row + 8 * v, load(row + 8 * v) + w * load(g + 8 * v));
+            else
+                for (int c = 0; c < width; c++) row[c] += w * g[c];
         }
     }
 }
@@ -636,23 +640,38 @@ INLINE void layer_backward_one(
     for (int i = 0; i < F; i++)
         for (int c = 0; c < D; c++) dmixed[i][c] = dmixed_t[c][i];
     core_backward_one<PRODUCTIVE>(saved.qkv, pws, mask, attention, dmixed[0], dqkv[0], g.pw);
-    for (int i = 0; i < F; i++) {
-        for (int v = 0; v < QV; v++) store(g.bqkv + 8 * v, load(g.bqkv + 8 * v) + load(dqkv[i] + 8 * v));
-        v8 xr[DV], dxr[DV];
+    // The projections' gradients over all F tokens at once, a row k of W_qkv at a time: the
+    // tokens' inputs (and for dx, its sums) stay in registers, each weight row is read and each
+    // accumulator row written once per person (a token at a time, they were once per token).
+    v8 xr[F][DV], dxr[F][DV];
+    for (int i = 0; i < F; i++)
         for (int u = 0; u < DV; u++) {
             const float(*col)[P] = dpre_t + 8 * u;
-            xr[u] = load(x + i * D + 8 * u);
-            dxr[u] = v8{col[0][i], col[1][i], col[2][i], col[3][i], col[4][i], col[5][i], col[6][i], col[7][i]};
+            xr[i][u] = load(x + i * D + 8 * u);
+            dxr[i][u] = v8{col[0][i], col[1][i], col[2][i], col[3][i], col[4][i], col[5][i], col[6][i], col[7][i]};
         }
-        for (int k = 0; k < 3 * D; k++) {
+    for (int v = 0; v < QV; v++) {
+        v8 sum = load(g.bqkv + 8 * v);
+        for (int i = 0; i < F; i++) sum += load(dqkv[i] + 8 * v);
+        store(g.bqkv + 8 * v, sum);
+    }
+    for (int k = 0; k < 3 * D; k++) {
+        v8 acc[DV], w[DV];
+        for (int u = 0; u < DV; u++) {
+            acc[u] = load(g.wqkv[k] + 8 * u);
+            w[u] = load(wqkv + k * D + 8 * u);
+        }
+        for (int i = 0; i < F; i++) {
             const float s = dqkv[i][k];
             for (int u = 0; u < DV; u++) {
-                store(g.wqkv[k] + 8 * u, load(g.wqkv[k] + 8 * u) + s * xr[u]);
-                dxr[u] += s * load(wqkv + k * D + 8 * u);
+                acc[u] += s * xr[i][u];
+                dxr[i][u] += s * w[u];
             }
         }
-        for (int u = 0; u < DV; u++) store(dx + i * D + 8 * u, dxr[u]);
+        for (int u = 0; u < DV; u++) store(g.wqkv[k] + 8 * u, acc[u]);
     }
+    for (int i = 0; i < F; i++)
+        for (int u = 0; u < DV; u++) store(dx + i * D + 8 * u, dxr[i][u]);
 }
 
 /* A batch on ``threads`` threads; arrays as field_attention_layer's, plus mask (B, H, F, P) dropout

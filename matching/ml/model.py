@@ -241,6 +241,29 @@ def _softmax(scores: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     return _Softmax.apply(scores, scale)
 
 
+class _Normalize(torch.autograd.Function):
+    """``F.normalize(x, dim=-1)`` for (B, E) rows with the backward written out,
+    ``dx = (g - y (g . y)) / |x|``: three operators instead of the eight autograd records
+    through the norm, its clamp and the division."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        inverse = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min_(1e-12).reciprocal_()
+        y = x * inverse
+        ctx.save_for_backward(y, inverse)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        y, inverse = ctx.saved_tensors
+        return (grad - y * (grad * y).sum(-1, keepdim=True)).mul_(inverse)
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Rows scaled to unit length (``F.normalize(x, dim=-1)``)."""
+    return _Normalize.apply(x)
+
+
 class Dropout(nn.Module):
     """``nn.Dropout`` with its mask drawn from 16 random bits per element.
 
@@ -455,7 +478,7 @@ class Tower(nn.Module):
             else:
                 tokens = self.norm2(self.productive(tokens).add_(tokens))
         hidden = self._dnn_folded(tokens.flatten(1)) if folded else self._dnn(tokens.flatten(1))  # (B, F*D) -> (B, 128)
-        return F.normalize(self.project(self.transform(hidden)), dim=-1)  # (B, 64)
+        return l2_normalize(self.project(self.transform(hidden)))  # (B, 64)
 
     def _dnn(self, x: torch.Tensor) -> torch.Tensor:
         """The DNN block, each layer's BatchNorm, ReLU and dropout in training by the compiled

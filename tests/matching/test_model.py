@@ -19,6 +19,7 @@ from matching.ml.model import (
     SeedSetAttention,
     TowerInput,
     _bag,
+    l2_normalize,
 )
 from matching.ml.train import FlatAdam, listwise_loss, logq_logits, pointwise_loss, triplet_loss
 
@@ -240,3 +241,16 @@ def test_flat_adam_steps_as_adam_over_the_separate_parameters() -> None:
     assert len({p.untyped_storage().data_ptr() for p in towers[0]}) == len(towers[0])
     assert all(p.grad is None for p in towers[0])
     assert all(torch.equal(p, b) for p, b in zip(towers[0], before, strict=True))
+
+
+def test_l2_normalize_matches_f_normalize_forward_and_backward() -> None:
+    x = torch.randn(7, 5)
+    x[3] = 0.0  # a zero row: stays zero, as F.normalize leaves it
+    g = torch.randn(7, 5)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = l2_normalize(a), F.normalize(b, dim=-1)
+    (ya * g).sum().backward()
+    (yb * g).sum().backward()
+    assert torch.allclose(ya, yb, atol=1e-7)
+    assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(ya.norm(dim=-1)[[0, 1, 2, 4, 5, 6]], torch.ones(6))

@@ -281,8 +281,8 @@ class _BatchNormReluDropout(torch.autograd.Function):
 def batch_norm_relu_dropout(z: torch.Tensor, norm: torch.nn.BatchNorm1d, p: float) -> torch.Tensor | None:
     """``Dropout(p)(relu(norm(z)))`` for a BatchNorm in training mode, updating its running
     statistics as PyTorch does; None where this does not apply (kernels not built or disabled,
-    not float32 on the CPU, a width not a multiple of 8, fewer than two rows, no running statistics or affine
-    parameters, ``momentum=None``), and the caller runs PyTorch's operators."""
+    not float32 on the CPU, a width not a multiple of 8, fewer than two rows, no running
+    statistics or affine parameters, ``momentum=None``), and the caller runs PyTorch's operators."""
     lib = _shape_free()
     n, w = z.shape
     eligible = (
@@ -303,7 +303,8 @@ def batch_norm_relu_dropout(z: torch.Tensor, norm: torch.nn.BatchNorm1d, p: floa
 
 
 def available(fields: int, width: int, heads: int) -> bool:
-    """Whether ``field_attention`` can run this shape here (and is not ``disabled()``)."""
+    """Whether the attention kernels (``field_attention``, ``attention_layer``) can run this
+    shape here (and are not ``disabled()``)."""
     return _enabled and supports(fields, width, heads) and library(fields, width, heads) is not None
 
 

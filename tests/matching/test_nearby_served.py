@@ -241,3 +241,22 @@ def test_distinct_rows_by_packing_equal_numpys() -> None:
         pairs = rng.integers(0, high, size=(300, 2))
         np.testing.assert_array_equal(_unique_rows(pairs), np.unique(pairs, axis=0))
     assert _unique_rows(np.zeros((0, 2), dtype=np.int64)).shape == (0, 2)
+
+
+def test_set_rows_by_table_equal_the_binary_search() -> None:
+    """``ServingSet.rows``: the id-indexed table where ids are dense, the search where they are
+    sparse, the same rows and found masks either way (unknown, negative and too-large ids too)."""
+    import faiss
+
+    from matching.serving import ServingSet
+
+    rng = np.random.default_rng(3)
+    asked = np.array([-5, 0, 1, 2, 7, 10**9, *rng.integers(0, 3000, 200)], dtype=np.int64)
+    for ids in (np.unique(rng.integers(1, 3000, 1500)), np.array([1, 5, 10**8, 2 * 10**8])):
+        served = ServingSet(set_id=1, version="v", ids=ids, seed=np.zeros((len(ids), 2), dtype=np.float32),
+                            target=np.zeros((len(ids), 2), dtype=np.float32), index=faiss.IndexFlatIP(2))
+        rows, found = served.rows(asked)
+        want_found = np.isin(asked, ids)
+        np.testing.assert_array_equal(found, want_found)
+        np.testing.assert_array_equal(ids[rows[found]], asked[found])
+        assert (len(served._row_of) > 0) == (ids[-1] < 10**6)  # table for dense ids only

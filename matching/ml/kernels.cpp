@@ -565,9 +565,10 @@ INLINE void core_backward_one(
  *   core:        dqkv (and the product weights' sums) from dmixed (core_backward_one)
  *   projections: dW_qkv += dqkv^T x;   db_qkv += dqkv;   dx = dpre + dqkv W_qkv
  *
- * PyTorch ran the five projections' products as batched matrix products over all tokens (fast
- * for large matrices, slow for 16 x 48 ones) and the LayerNorm and residual as passes of their
- * own: about 1.6 ms a layer and direction at 1,024 people here, against one pass per person.
+ * PyTorch ran the projections' products as batched matrix products over all tokens (fast for
+ * large matrices, slow for 16 x 48 ones) and the LayerNorm and residual as passes of their own:
+ * about 1.6 ms a layer, forward and backward, at 1,024 people on a Cascade Lake core pair
+ * (PyTorch's profiler), besides the core; here one pass per person each way.
  * The parameter gradients are summed per thread (LayerGrads) and written to partial, one row of
  * LAYER_GRADS floats per thread: W_qkv (3D x D), b_qkv (3D), W_out (D x D), b_out, ln_w, ln_b and
  * the product weights' sums (D each); kernels.py adds the rows up.

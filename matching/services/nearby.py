@@ -529,17 +529,27 @@ class PairContext:
     joins: np.ndarray  # (j, 2)
     availability: np.ndarray  # (a, 4) float
     pings: np.ndarray  # (p, 4) float
+    # The candidates sorted (and where each sorted one stands) and the asker's friends, made on
+    # first use: a request asks for positions eight times and for the friends three.
+    _order: np.ndarray | None = field(default=None, init=False, repr=False)
+    _ranked: np.ndarray | None = field(default=None, init=False, repr=False)
+    _my_friends: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def positions(self, users: np.ndarray) -> np.ndarray:
         """Position of each user among the candidates, -1 for anyone else (the asker)."""
-        order = np.argsort(self.candidates, kind="stable")
-        ranked = self.candidates[order]
-        at = np.searchsorted(ranked, users).clip(0, max(len(ranked) - 1, 0))
-        hit = ranked[at] == users if len(ranked) else np.zeros(len(users), dtype=bool)
-        return np.where(hit, order[at], -1)
+        if self._order is None or self._ranked is None:
+            self._order = np.argsort(self.candidates, kind="stable")
+            self._ranked = self.candidates[self._order]
+        order, ranked = self._order, self._ranked
+        if not len(ranked):
+            return np.full(len(users), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(ranked, users), len(ranked) - 1)
+        return np.where(ranked[at] == users, order[at], -1)
 
     def my_friends(self) -> np.ndarray:
-        return np.unique(self.edges[self.edges[:, 0] == self.me, 1])
+        if self._my_friends is None:
+            self._my_friends = np.unique(self.edges[self.edges[:, 0] == self.me, 1])
+        return self._my_friends
 
     def mutual_friends(self) -> np.ndarray:
         """(k,) friends each candidate has in common with the asker (whole city)."""
@@ -775,7 +785,14 @@ def _co_located(context: PairContext, k: int) -> np.ndarray:
     users = pings[:, 0].astype(np.int64)
     spots = [np.round(pings[:, 2] * 1e4), np.round(pings[:, 3] * 1e4), pings[:, 1]]
     keys = np.stack(spots, axis=1).astype(np.int64)
-    cells, cell = np.unique(keys, axis=0, return_inverse=True)
+    # Each (lon, lat, day) as one int64 (22 + 21 + 20 bits once offset to non-negative: sorting
+    # rows of a structured view was most of this function's time); rows outside those ranges
+    # keep numpy's row-wise unique.
+    shifted = keys + np.array([1 << 21, 1 << 20, 0])
+    if len(keys) and shifted.min() >= 0 and (shifted.max(axis=0) < [1 << 22, 1 << 21, 1 << 20]).all():
+        cells, cell = np.unique((shifted[:, 0] << 41) | (shifted[:, 1] << 20) | shifted[:, 2], return_inverse=True)
+    else:
+        cells, cell = np.unique(keys, axis=0, return_inverse=True)
     cell = cell.ravel()
     pairs = np.unique(users * len(cells) + cell)  # each person once per cell
     p_users, p_cells = pairs // len(cells), pairs % len(cells)

@@ -554,7 +554,7 @@ class PairContext:
     def mutual_friends(self) -> np.ndarray:
         """(k,) friends each candidate has in common with the asker (whole city)."""
         pos = self.positions(self.edges[:, 0])
-        common = (pos >= 0) & np.isin(self.edges[:, 1], self.my_friends())
+        common = (pos >= 0) & _member(self.edges[:, 1], self.my_friends())
         return np.bincount(pos[common], minlength=len(self.candidates))
 
     def per_candidate(self, pairs: np.ndarray) -> np.ndarray:
@@ -640,6 +640,16 @@ def _unique_rows(pairs: np.ndarray) -> np.ndarray:
     return np.column_stack([keys // width, keys % width])
 
 
+def _member(values: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
+    """``np.isin(values, sorted_unique)`` for a sorted array of distinct values (``np.unique``'s):
+    one binary search per value, without ``isin``'s own sort and bookkeeping, which cost more
+    than the search on the few hundred values a request asks about."""
+    if not len(sorted_unique):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_unique, values), len(sorted_unique) - 1)
+    return sorted_unique[at] == values
+
+
 def _friendships(me: int, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``PairContext``'s ``edges``, ``degrees`` and ``friend_edges`` from the people map: the
     friendships of the asker and the candidates that reach the asker's friends or their friends,
@@ -648,7 +658,7 @@ def _friendships(me: int, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarra
     a, b = people_map.friendships(ids)
     my_friends = np.unique(b[a == me])
     z, w = people_map.friendships(my_friends)
-    keep = (a == me) | np.isin(b, my_friends) | np.isin(b, w)
+    keep = (a == me) | _member(b, my_friends) | np.isin(b, w)
     edges = _unique_rows(np.column_stack([a[keep], b[keep]]))
     users, counts = np.unique(a, return_counts=True)
     return edges, np.column_stack([users, counts]), np.column_stack([z, w])
@@ -676,7 +686,7 @@ def _add_set_rows(
     my_keys = np.concatenate([spot_keys(my_pings[:, 1], my_pings[:, 2], my_pings[:, 3]), keys[users[owner_p] == me]])
     near = np.isin(keys, my_keys)
     day, lon, lat = spot_unpack(keys[near])
-    context.visits = np.concatenate([context.visits, pairs[np.isin(pairs[:, 1], mine)]])
+    context.visits = np.concatenate([context.visits, pairs[_member(pairs[:, 1], mine)]])
     context.venue_counts = np.concatenate([context.venue_counts, np.column_stack(counts)])
     context.joins = _unique_rows(np.concatenate([context.joins, np.column_stack([users[owner_j], activities])]))
     context.availability = np.concatenate([context.availability, np.column_stack([users[owner_a], slots])])
@@ -687,7 +697,7 @@ def _shared_with_me(users: np.ndarray, items: np.ndarray, me: int, pos: np.ndarr
                     weights: np.ndarray | None = None) -> np.ndarray:
     """Per candidate, the (weighted) count of its items that the asker has too."""
     mine = np.unique(items[users == me])
-    hit = (pos >= 0) & np.isin(items, mine)
+    hit = (pos >= 0) & _member(items, mine)
     chosen = None if weights is None else weights[hit]
     return np.bincount(pos[hit], weights=chosen, minlength=k).astype(np.float64)
 
@@ -730,7 +740,7 @@ def pair_features_served(
     # Degrees count accepted rows, as ``requests_accepted`` does; walks count distinct pairs.
     z_ids, z_degree = np.unique(context.friend_edges[:, 0], return_counts=True)
     z_rows = np.searchsorted(z_ids, edges[:, 1]).clip(0, max(len(z_ids) - 1, 0))
-    is_common = (pos >= 0) & np.isin(edges[:, 1], friends)
+    is_common = (pos >= 0) & _member(edges[:, 1], friends)
     degree_of_b = np.where(is_common, z_degree[z_rows] if len(z_ids) else 0, 0).astype(np.float64)
     out[:, 2] = log_cap(np.bincount(pos[is_common], minlength=k).astype(np.float64), 100.0)
     aa = adamic_adar_weights(np.maximum(degree_of_b, 1.0))

@@ -312,7 +312,8 @@ class FlatAdam(torch.optim.Adam):
     def __init__(self, params: list[torch.nn.Parameter], **options: object) -> None:
         params = list(dict.fromkeys(params))  # shared towers: each parameter once
         total = sum(p.numel() for p in params)
-        flat = torch.empty(total, dtype=params[0].dtype if params else torch.float32)
+        like = params[0] if params else torch.empty(0)
+        flat = torch.empty(total, dtype=like.dtype, device=like.device)
         grad = torch.zeros_like(flat)
         self.members, self._grads, start = params, [], 0
         for p in params:

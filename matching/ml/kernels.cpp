@@ -366,7 +366,7 @@ INLINE void layer_one(
     const float *__restrict x, const float *__restrict wqkv_t, const float *__restrict bqkv,
     const float *__restrict product_weights, const float *__restrict wout, const float *__restrict bout,
     const float *__restrict ln_weight, const float *__restrict ln_bias, float eps, float *__restrict y,
-    float *__restrict attention, const float *__restrict mask = nullptr, const Saved *saved = nullptr)
+    float *__restrict attention, const float *__restrict mask, const Saved *saved)
 {
     constexpr int d = D / H, QV = 3 * D / 8;
     alignas(32) float qkv[F][3 * D], q_t[D][P] = {}, x_t[D][P] = {}, mixed_t[D][P], y_t[D][P];
@@ -430,35 +430,37 @@ INLINE void layer_one(
         for (int o = 0; o < D; o++) y[i * D + o] = y_t[o][i];
 }
 
-template <bool PRODUCTIVE>
-static void layer_loop(
-    int64_t batch, int threads, const float *x, const float *wqkv_t, const float *bqkv,
-    const float *product_weights, const float *wout, const float *bout, const float *ln_weight,
-    const float *ln_bias, float eps, float *y, float *attention)
-{
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t b = 0; b < batch; b++)
-        layer_one<PRODUCTIVE>(
-            x + b * F * D, wqkv_t, bqkv, product_weights, wout, bout, ln_weight, ln_bias, eps,
-            y + b * F * D, attention + b * H * F * P);
-}
-
 /* A batch of people on ``threads`` OpenMP threads (PyTorch's own runtime: kernels.py loads this
  * library into a process where torch has loaded libgomp, so its idle workers, still spinning
  * after PyTorch's last operator, take this work rather than compete with a second pool for the
  * cores). Row-major float32 arrays: x and y (B, F, D); wqkv_t (D, 3D),
  * the qkv Linear's weight transposed; wout (D, D), the output Linear's weight as it is;
  * product_weights (H, D / H) times the softmax scale (all equal to the scale for self-attention);
- * attention (B, H, F, P) with P the fields rounded up to a multiple of 8, key by query. Returns 0,
- * or -1 when called for another shape than the one compiled. */
+ * attention (B, H, F, P) with P the fields rounded up to a multiple of 8, key by query, before
+ * dropout. Training also passes mask (B, H, F, P), dropout multipliers by key, and the Saved
+ * arrays for attention_layer_backward: qkv (B, F, 3D), mixed_t and xhat_t (B, D, P), istd (B, P);
+ * inference passes nulls for all five. Returns 0, or -1 when called for another shape than the
+ * one compiled. */
 extern "C" int field_attention_layer(
     int64_t batch, int threads, int fields, int width, int heads, const float *x, const float *wqkv_t,
     const float *bqkv, const float *product_weights, const float *wout, const float *bout,
-    const float *ln_weight, const float *ln_bias, float eps, int productive, float *y, float *attention)
+    const float *ln_weight, const float *ln_bias, float eps, const float *mask, int productive, float *y,
+    float *attention, float *qkv, float *mixed_t, float *xhat_t, float *istd)
 {
     if (fields != F || width != D || heads != H) return -1;
-    (productive ? layer_loop<true> : layer_loop<false>)(
-        batch, threads, x, wqkv_t, bqkv, product_weights, wout, bout, ln_weight, ln_bias, eps, y, attention);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        Saved saved{};
+        if (qkv) saved = {qkv + b * F * 3 * D, mixed_t + b * D * P, xhat_t + b * D * P, istd + b * P};
+        const Saved *keep = qkv ? &saved : nullptr;
+        const float *m = mask ? mask + b * H * F * P : nullptr;
+        if (productive)
+            layer_one<true>(x + b * F * D, wqkv_t, bqkv, product_weights, wout, bout, ln_weight, ln_bias, eps,
+                            y + b * F * D, attention + b * H * F * P, m, keep);
+        else
+            layer_one<false>(x + b * F * D, wqkv_t, bqkv, product_weights, wout, bout, ln_weight, ln_bias, eps,
+                             y + b * F * D, attention + b * H * F * P, m, keep);
+    }
     return 0;
 }
 
@@ -556,7 +558,7 @@ INLINE void core_backward_one(
 
 /* ---------------------------------------------------------------------------------------------
  * Training: the whole layer (projections, core, output projection, residual, LayerNorm) forward
- * and backward, for an autograd Function in kernels.py. The forward is the inference pass with a
+ * and backward, for an autograd Function in kernels.py. The forward is field_attention_layer with a
  * dropout mask and what the backward needs kept (Saved). The backward, per person, from dy:
  *
  *   LayerNorm:   gh = dy . ln_w;   dpre = istd (gh - mean_o(gh) - xhat mean_o(gh . xhat))
@@ -675,31 +677,7 @@ INLINE void layer_backward_one(
         for (int u = 0; u < DV; u++) store(dx + i * D + 8 * u, dxr[i][u]);
 }
 
-/* A batch on ``threads`` threads; arrays as field_attention_layer's, plus mask (B, H, F, P) dropout
- * multipliers by key or null, and the Saved arrays: qkv (B, F, 3D), mixed_t and xhat_t (B, D, P),
- * istd (B, P), written here for attention_layer_backward. */
-extern "C" int attention_layer_forward(
-    int64_t batch, int threads, int fields, int width, int heads, const float *x, const float *wqkv_t,
-    const float *bqkv, const float *pws, const float *wout, const float *bout, const float *ln_weight,
-    const float *ln_bias, float eps, const float *mask, int productive, float *y, float *attention, float *qkv,
-    float *mixed_t, float *xhat_t, float *istd)
-{
-    if (fields != F || width != D || heads != H) return -1;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t b = 0; b < batch; b++) {
-        const Saved saved{qkv + b * F * 3 * D, mixed_t + b * D * P, xhat_t + b * D * P, istd + b * P};
-        const float *m = mask ? mask + b * H * F * P : nullptr;
-        if (productive)
-            layer_one<true>(x + b * F * D, wqkv_t, bqkv, pws, wout, bout, ln_weight, ln_bias, eps, y + b * F * D,
-                            attention + b * H * F * P, m, &saved);
-        else
-            layer_one<false>(x + b * F * D, wqkv_t, bqkv, pws, wout, bout, ln_weight, ln_bias, eps, y + b * F * D,
-                             attention + b * H * F * P, m, &saved);
-    }
-    return 0;
-}
-
-/* The gradients of attention_layer_forward from dy (B, F, D): dx (B, F, D), the residual's and the
+/* The gradients of field_attention_layer (with its Saved arrays) from dy (B, F, D): dx (B, F, D), the residual's and the
  * projections' parts together; wqkv is the qkv Linear's weight as it is (3D, D). partial
  * (threads, LAYER_GRADS): each thread's parameter sums (LayerGrads::write). */
 extern "C" int attention_layer_backward(

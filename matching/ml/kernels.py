@@ -146,9 +146,8 @@ def _load(shape: tuple[int, int, int] | None) -> ctypes.CDLL | None:
             }
             if shape is not None:
                 signatures |= {
-                    "field_attention_layer": (c_int, [*shape_args, *[_float_p] * 8, ctypes.c_float, c_int, _float_p, _float_p]),
-                    "attention_layer_forward": (c_int, [*shape_args, *[_float_p] * 8, ctypes.c_float, _float_p, c_int,
-                                                        *[_float_p] * 6]),
+                    "field_attention_layer": (c_int, [*shape_args, *[_float_p] * 8, ctypes.c_float, _float_p, c_int,
+                                                      *[_float_p] * 6]),
                     "attention_layer_backward": (c_int, [*shape_args, *[_float_p] * 12, c_int, _float_p, _float_p]),
                     "attention_layer_grads": (c_int, []),
                 }
@@ -357,8 +356,9 @@ def field_attention(
     weights = torch.empty(b, heads, f, padded(f))  # key by query, as the kernel writes them
     pointers = [_pointer(t) for t in args]
 
-    status = lib.field_attention_layer(
-        b, _threads(b), f, d, heads, *pointers, norm.eps, int(productive), _pointer(y), _pointer(weights),
+    status = lib.field_attention_layer(  # no mask, nothing kept for a backward
+        b, _threads(b), f, d, heads, *pointers, norm.eps, None, int(productive), _pointer(y), _pointer(weights),
+        None, None, None, None,
     )
     _check(status, (f, d, heads))
     return y, weights[..., :f].transpose(-1, -2)
@@ -389,7 +389,7 @@ class _AttentionLayer(torch.autograd.Function):
         y, attention = torch.empty_like(x), torch.empty(b, heads, f, p)
         qkv, mixed_t, xhat_t, istd = torch.empty(b, f, 3 * d), torch.empty(b, d, p), torch.empty(b, d, p), torch.empty(b, p)
         weights = [wqkv.detach().t().contiguous(), bqkv, pws, wout, bout, ln_weight, ln_bias]
-        status = lib.attention_layer_forward(
+        status = lib.field_attention_layer(
             b, _threads(b), f, d, heads, _pointer(x), *[_pointer(w) for w in weights], eps, _pointer(mask),
             int(productive), _pointer(y), _pointer(attention), _pointer(qkv), _pointer(mixed_t), _pointer(xhat_t),
             _pointer(istd),

@@ -246,7 +246,7 @@ class _BatchNormReluDropout(torch.autograd.Function):
     """Training-mode BatchNorm, ReLU and dropout of a DNN layer (``kernels.cpp`` has the formulas)."""
 
     @staticmethod
-    def forward(ctx, z, weight, bias, eps, p, stats):  # type: ignore[override]
+    def forward(ctx, z, weight, bias, eps, p):  # type: ignore[override]
         lib = _shape_free()
         assert lib is not None
         n, w = z.shape
@@ -254,16 +254,18 @@ class _BatchNormReluDropout(torch.autograd.Function):
         seed = _random_seed() if threshold else 0
         threads = _threads(n)
         y, scratch = torch.empty_like(z), torch.empty(threads, 3 * w)
+        stats = torch.empty(3, w)  # the batch's mean, biased variance, inverse standard deviation
         lib.bn_relu_dropout_forward(
             n, w, threads, _pointer(z), _pointer(weight), _pointer(bias), eps, seed, threshold, scale, _pointer(y),
             _pointer(stats), _pointer(scratch),
         )
         ctx.save_for_backward(z, weight, bias, stats)
         ctx.random = (seed, threshold, scale)
-        return y
+        ctx.mark_non_differentiable(stats)
+        return y, stats
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad, _grad_stats):  # type: ignore[override]
         z, weight, bias, stats = ctx.saved_tensors
         lib = _shape_free()
         n, w = z.shape
@@ -274,7 +276,7 @@ class _BatchNormReluDropout(torch.autograd.Function):
             n, w, threads, _pointer(z), _pointer(stats), _pointer(weight), _pointer(bias), *ctx.random,
             _pointer(grad), _pointer(dz), _pointer(dweight), _pointer(dbias), _pointer(scratch),
         )
-        return dz, dweight, dbias, None, None, None
+        return dz, dweight, dbias, None, None
 
 
 def batch_norm_relu_dropout(z: torch.Tensor, norm: torch.nn.BatchNorm1d, p: float) -> torch.Tensor | None:
@@ -291,8 +293,7 @@ def batch_norm_relu_dropout(z: torch.Tensor, norm: torch.nn.BatchNorm1d, p: floa
     )
     if not eligible:
         return None
-    stats = torch.empty(3, w)  # the batch's mean, biased variance, inverse standard deviation
-    y = _BatchNormReluDropout.apply(z.contiguous(), norm.weight, norm.bias, norm.eps, p, stats)
+    y, stats = _BatchNormReluDropout.apply(z.contiguous(), norm.weight, norm.bias, norm.eps, p)
     assert norm.running_mean is not None and norm.running_var is not None and norm.num_batches_tracked is not None
     with torch.no_grad():
         norm.num_batches_tracked.add_(1)

@@ -152,7 +152,7 @@ def _mutual_friends(me: int, others: list[int]) -> dict[int, int]:
         return {}
     users, friends = people_map.friendships(np.array(others, dtype=np.int64))
     mine = np.unique(people_map.friendships(np.array([me], dtype=np.int64))[1])
-    common = np.isin(friends, mine)
+    common = _member(friends, mine)
     counted, counts = np.unique(users[common], return_counts=True)
     return dict(zip(counted.tolist(), counts.tolist(), strict=True))
 

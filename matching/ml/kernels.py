@@ -10,7 +10,8 @@ PyTorch's operators to float32 rounding (tests/matching/test_kernels.py).
 1. ``library(fields, width, heads)`` compiles ``kernels.cpp`` for that shape once per source,
    compiler and CPU into the user's cache directory (``$XDG_CACHE_HOME/socialmatch`` or
    ``~/.cache/socialmatch``) with ``-march=native``, writing to a temporary file and renaming, so
-   processes starting together never load half a file. Where no C++ compiler works it logs once
+   processes starting together never load half a file; builds not loaded for ``STALE_DAYS`` are
+   removed when a new one is made. Where no C++ compiler works it logs once
    and returns None, and the towers use PyTorch; so do shapes the kernel does not take
    (``supports``).
 2. ``field_attention(...)`` returns the layer's output and attention weights, computed on
@@ -41,6 +42,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("kernels.cpp")
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fPIC", "-shared", "-fno-math-errno", "-fopenmp")
 MIN_ROWS_PER_THREAD = 512  # below this, waking another OpenMP thread costs more than it saves
+STALE_DAYS = 30  # a build not loaded for this long is removed when another is built
 
 _lock = threading.Lock()
 _libraries: dict[tuple[int, int, int], ctypes.CDLL | None] = {}  # by shape, (0, 0, 0) shape-free; None: cannot build
@@ -91,6 +94,8 @@ def _build(compiler: str, shape: tuple[int, int, int] | None) -> Path:
     key = hashlib.sha256(b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_identity().encode()]))
     target = _cache_dir() / f"kernels-{key.hexdigest()[:16]}.so"
     if target.exists():
+        with contextlib.suppress(OSError):
+            os.utime(target)  # in use: kept by _prune
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=target.stem, suffix=".so.tmp", dir=target.parent)
@@ -104,7 +109,22 @@ def _build(compiler: str, shape: tuple[int, int, int] | None) -> Path:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+    _prune(target.parent)
     return target
+
+
+def _prune(directory: Path, now: float | None = None) -> list[Path]:
+    """Remove builds not loaded for ``STALE_DAYS`` (every load touches its file): those of
+    earlier sources, compilers or CPUs would otherwise pile up, a new one each time
+    ``kernels.cpp`` changes. Returns what was removed."""
+    now = time.time() if now is None else now
+    removed = []
+    for old in directory.glob("kernels-*.so"):
+        with contextlib.suppress(OSError):
+            if now - old.stat().st_mtime > STALE_DAYS * 86_400:
+                old.unlink()
+                removed.append(old)
+    return removed
 
 
 def supports(fields: int, width: int, heads: int) -> bool:
@@ -348,21 +368,27 @@ def field_attention(
     head, scale = d // heads, (d // heads) ** -0.5
     productive = product_weights is not None
     pw = product_weights.reshape(heads, head) * scale if productive else torch.full((heads, head), scale)
-    args = [
-        x, qkv.weight.t().contiguous().float(), qkv.bias.contiguous().float(), pw.contiguous().float(),
-        out.weight.contiguous().float(), out.bias.contiguous().float(),
-        norm.weight.contiguous().float(), norm.bias.contiguous().float(),
-    ]
+    args = _layer_weights(qkv.weight, qkv.bias, pw, out.weight, out.bias, norm.weight, norm.bias)
     y = torch.empty_like(x)
     weights = torch.empty(b, heads, f, padded(f))  # key by query, as the kernel writes them
-    pointers = [_pointer(t) for t in args]
 
     status = lib.field_attention_layer(  # no mask, nothing kept for a backward
-        b, _threads(b), f, d, heads, *pointers, norm.eps, None, int(productive), _pointer(y), _pointer(weights),
-        None, None, None, None,
+        b, _threads(b), f, d, heads, _pointer(x), *[_pointer(w) for w in args], norm.eps, None, int(productive),
+        _pointer(y), _pointer(weights), None, None, None, None,
     )
     _check(status, (f, d, heads))
     return y, weights[..., :f].transpose(-1, -2)
+
+
+def _layer_weights(
+    qkv_weight: torch.Tensor, qkv_bias: torch.Tensor, scaled_product_weights: torch.Tensor,
+    out_weight: torch.Tensor, out_bias: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
+) -> list[torch.Tensor]:
+    """An attention layer's parameters as ``field_attention_layer`` reads them, in its argument
+    order: contiguous float32, the qkv projection transposed (input-major), the product weights
+    (H, d) already multiplied by the score scale (ones times the scale for self-attention)."""
+    raw = (qkv_weight.t(), qkv_bias, scaled_product_weights, out_weight, out_bias, norm_weight, norm_bias)
+    return [t.detach().contiguous().float() for t in raw]
 
 
 def _threads(b: int) -> int:
@@ -389,7 +415,7 @@ class _AttentionLayer(torch.autograd.Function):
         pws = (pw.detach() * scale).contiguous()
         y, attention = torch.empty_like(x), torch.empty(b, heads, f, p)
         qkv, mixed_t, xhat_t, istd = torch.empty(b, f, 3 * d), torch.empty(b, d, p), torch.empty(b, d, p), torch.empty(b, p)
-        weights = [wqkv.detach().t().contiguous(), bqkv, pws, wout, bout, ln_weight, ln_bias]
+        weights = _layer_weights(wqkv, bqkv, pws, wout, bout, ln_weight, ln_bias)
         status = lib.field_attention_layer(
             b, _threads(b), f, d, heads, _pointer(x), *[_pointer(w) for w in weights], eps, _pointer(mask),
             int(productive), _pointer(y), _pointer(attention), _pointer(qkv), _pointer(mixed_t), _pointer(xhat_t),

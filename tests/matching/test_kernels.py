@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 
 import pytest
 import torch
@@ -143,6 +145,29 @@ def test_the_library_is_built_once_per_shape_into_the_cache(tmp_path, monkeypatc
     assert kernels.library(6, 16, 2) is not None
     built = sorted(p.name for p in (tmp_path / "socialmatch").iterdir())
     assert len(built) == 2 and all(name.endswith(".so") for name in built)  # no temporary file left
+
+
+def test_builds_not_loaded_for_a_month_are_removed_when_another_is_built(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(kernels, "_libraries", {})
+    cache = tmp_path / "socialmatch"
+    cache.mkdir()
+    stale, recent, other = cache / "kernels-0000000000000000.so", cache / "kernels-1111111111111111.so", cache / "notes.txt"
+    for path in (stale, recent, other):
+        path.write_bytes(b"")
+    month_ago = time.time() - (kernels.STALE_DAYS + 1) * 86_400
+    for path in (stale, other):
+        os.utime(path, (month_ago, month_ago))
+    assert kernels.library(8, 16, 2) is not None  # builds, then prunes
+    left = {p.name for p in cache.iterdir()}
+    assert stale.name not in left and {recent.name, other.name} <= left and len(left) == 3
+    # Loading an existing build marks it used: a month later it is still there.
+    built = next(p for p in cache.iterdir() if p.name not in (recent.name, other.name))
+    os.utime(built, (month_ago, month_ago))
+    monkeypatch.setattr(kernels, "_libraries", {})
+    assert kernels.library(8, 16, 2) is not None
+    assert built not in kernels._prune(cache)
+    assert built.exists() and time.time() - built.stat().st_mtime < 60
 
 
 def test_inference_path_agrees_with_the_autograd_path() -> None:

@@ -55,6 +55,7 @@ from django.db import connection, transaction
 
 from matching.feature_store import copy_rows
 from matching.grid import MERCATOR_R, snapped_distance_m
+from matching.ml.arrays import member, unique
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ class PeopleMap:
         of it, minus ``excluded`` ids."""
         state = self.current()
         base = state.base
-        excluded = np.zeros(0, dtype=np.int64) if excluded is None else np.asarray(excluded, dtype=np.int64)
+        excluded = np.zeros(0, dtype=np.int64) if excluded is None else unique(np.asarray(excluded, dtype=np.int64))
         x0, y0 = _mercator(np.array([lon], dtype=np.float64), np.array([lat], dtype=np.float64))
         bx0 = int(math.floor(x0[0] / BUCKET)) + _ROW_OFFSET
         by0 = int(math.floor(y0[0] / BUCKET)) + _ROW_OFFSET
@@ -240,7 +241,7 @@ class PeopleMap:
         reach = int(math.ceil((radius_m + snap_slack) / (BUCKET * scale))) + 1
         if state.overlay_arrays is not None:
             o_ids, o_lon, o_lat, o_years = state.overlay_arrays
-            keep = ~np.isin(o_ids, excluded)
+            keep = ~member(o_ids, excluded)
             o_ids, o_lon, o_lat, o_years = o_ids[keep], o_lon[keep], o_lat[keep], o_years[keep]
             o_dist = snapped_distance_m(o_lon, o_lat, lon, lat, grid_m)
         else:
@@ -259,7 +260,7 @@ class PeopleMap:
             rows = np.concatenate([self._square(base, bx, by0, r) for bx in centres])
             rows = rows[~state.dead[rows]]
             if len(excluded):
-                rows = rows[~np.isin(base.ids[rows], excluded)]
+                rows = rows[~member(base.ids[rows], excluded)]
             covered = r * BUCKET * scale - snap_slack
             enough = len(rows) + len(o_ids) >= cap
             if enough or r >= reach:

@@ -49,6 +49,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from matching.ml.arrays import member, unique, unique_counts
 from matching.ml.features import log_cap
 from matching.ml.fusion import fuse
 from matching.ml.pairs import (
@@ -151,9 +152,9 @@ def _mutual_friends(me: int, others: list[int]) -> dict[int, int]:
     if not others:
         return {}
     users, friends = people_map.friendships(np.array(others, dtype=np.int64))
-    mine = np.unique(people_map.friendships(np.array([me], dtype=np.int64))[1])
-    common = _member(friends, mine)
-    counted, counts = np.unique(users[common], return_counts=True)
+    mine = unique(people_map.friendships(np.array([me], dtype=np.int64))[1])
+    common = member(friends, mine)
+    counted, counts = unique_counts(users[common])
     return dict(zip(counted.tolist(), counts.tolist(), strict=True))
 
 
@@ -548,13 +549,13 @@ class PairContext:
 
     def my_friends(self) -> np.ndarray:
         if self._my_friends is None:
-            self._my_friends = np.unique(self.edges[self.edges[:, 0] == self.me, 1])
+            self._my_friends = unique(self.edges[self.edges[:, 0] == self.me, 1])
         return self._my_friends
 
     def mutual_friends(self) -> np.ndarray:
         """(k,) friends each candidate has in common with the asker (whole city)."""
         pos = self.positions(self.edges[:, 0])
-        common = (pos >= 0) & _member(self.edges[:, 1], self.my_friends())
+        common = (pos >= 0) & member(self.edges[:, 1], self.my_friends())
         return np.bincount(pos[common], minlength=len(self.candidates))
 
     def per_candidate(self, pairs: np.ndarray) -> np.ndarray:
@@ -603,7 +604,7 @@ def pair_context_load(*, me: int, candidates: np.ndarray, serving: ServingSet | 
     active_since: list[int] = []
     if person_rows is not None:
         since = dt.datetime.fromtimestamp(person_rows.taken_at, tz=dt.UTC) - SET_ROWS_MARGIN
-        active_since = served[np.isin(served, recently_active.ids(since))].tolist()
+        active_since = served[member(served, recently_active.ids(since))].tolist()
     rows: list[tuple[object, ...]] = []
     if live or active_since:  # with everyone served from the set and nobody active since: nothing to ask
         rows = _fetch_prepared(_CONTEXT_SQL, {
@@ -636,18 +637,8 @@ def _unique_rows(pairs: np.ndarray) -> np.ndarray:
     width = int(pairs[:, 1].max()) + 1
     if int(pairs.min()) < 0 or int(pairs[:, 0].max()) >= (1 << 62) // width:
         return np.unique(pairs, axis=0)
-    keys = np.unique(pairs[:, 0] * width + pairs[:, 1])
+    keys = unique(pairs[:, 0] * width + pairs[:, 1])
     return np.column_stack([keys // width, keys % width])
-
-
-def _member(values: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
-    """``np.isin(values, sorted_unique)`` for a sorted array of distinct values (``np.unique``'s):
-    one binary search per value, without ``isin``'s own sort and bookkeeping, which cost more
-    than the search on the few hundred values a request asks about."""
-    if not len(sorted_unique):
-        return np.zeros(len(values), dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_unique, values), len(sorted_unique) - 1)
-    return sorted_unique[at] == values
 
 
 def _friendships(me: int, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -656,11 +647,11 @@ def _friendships(me: int, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarra
     everyone's count of friendships, and every friendship of each of the asker's friends."""
     ids = np.concatenate([[me], candidates]).astype(np.int64)
     a, b = people_map.friendships(ids)
-    my_friends = np.unique(b[a == me])
+    my_friends = unique(b[a == me])
     z, w = people_map.friendships(my_friends)
-    keep = (a == me) | _member(b, my_friends) | np.isin(b, w)
+    keep = (a == me) | member(b, my_friends) | member(b, unique(w))
     edges = _unique_rows(np.column_stack([a[keep], b[keep]]))
-    users, counts = np.unique(a, return_counts=True)
+    users, counts = unique_counts(a)
     return edges, np.column_stack([users, counts]), np.column_stack([z, w])
 
 
@@ -677,16 +668,16 @@ def _add_set_rows(
     pairs = _unique_rows(np.column_stack(known))  # distinct (user, venue), set and since
     # The asker's venues and spots: from the statement, or from the set when the asker is served
     # from it too (``users`` then holds the asker).
-    mine = np.unique(np.concatenate([context.visits[context.visits[:, 0] == me, 1], pairs[pairs[:, 0] == me, 1]]))
-    counts = np.unique(pairs[:, 0], return_counts=True)
+    mine = unique(np.concatenate([context.visits[context.visits[:, 0] == me, 1], pairs[pairs[:, 0] == me, 1]]))
+    counts = unique_counts(pairs[:, 0])
     owner_j, activities = rows.joins_of(set_rows)
     owner_a, slots = rows.availability_of(set_rows)
     owner_p, keys = rows.pings_of(set_rows)
     my_pings = context.pings[context.pings[:, 0] == me]
     my_keys = np.concatenate([spot_keys(my_pings[:, 1], my_pings[:, 2], my_pings[:, 3]), keys[users[owner_p] == me]])
-    near = np.isin(keys, my_keys)
+    near = member(keys, unique(my_keys))
     day, lon, lat = spot_unpack(keys[near])
-    context.visits = np.concatenate([context.visits, pairs[_member(pairs[:, 1], mine)]])
+    context.visits = np.concatenate([context.visits, pairs[member(pairs[:, 1], mine)]])
     context.venue_counts = np.concatenate([context.venue_counts, np.column_stack(counts)])
     context.joins = _unique_rows(np.concatenate([context.joins, np.column_stack([users[owner_j], activities])]))
     context.availability = np.concatenate([context.availability, np.column_stack([users[owner_a], slots])])
@@ -696,8 +687,8 @@ def _add_set_rows(
 def _shared_with_me(users: np.ndarray, items: np.ndarray, me: int, pos: np.ndarray, k: int,
                     weights: np.ndarray | None = None) -> np.ndarray:
     """Per candidate, the (weighted) count of its items that the asker has too."""
-    mine = np.unique(items[users == me])
-    hit = (pos >= 0) & _member(items, mine)
+    mine = unique(items[users == me])
+    hit = (pos >= 0) & member(items, mine)
     chosen = None if weights is None else weights[hit]
     return np.bincount(pos[hit], weights=chosen, minlength=k).astype(np.float64)
 
@@ -713,7 +704,7 @@ def _slots(availability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.maximum(last - first, 0)
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     slots = np.clip(np.repeat(first, lengths) + offsets, 0, WEEK_MINUTES // SLOT_MINUTES - 1)
-    pairs = np.unique(np.repeat(user, lengths) * WEEK_MINUTES + slots)
+    pairs = unique(np.repeat(user, lengths) * WEEK_MINUTES + slots)
     return pairs // WEEK_MINUTES, pairs % WEEK_MINUTES
 
 
@@ -738,9 +729,9 @@ def pair_features_served(
     friends = context.my_friends()
     degree_c = context.per_candidate(context.degrees)
     # Degrees count accepted rows, as ``requests_accepted`` does; walks count distinct pairs.
-    z_ids, z_degree = np.unique(context.friend_edges[:, 0], return_counts=True)
+    z_ids, z_degree = unique_counts(context.friend_edges[:, 0])
     z_rows = np.searchsorted(z_ids, edges[:, 1]).clip(0, max(len(z_ids) - 1, 0))
-    is_common = (pos >= 0) & _member(edges[:, 1], friends)
+    is_common = (pos >= 0) & member(edges[:, 1], friends)
     degree_of_b = np.where(is_common, z_degree[z_rows] if len(z_ids) else 0, 0).astype(np.float64)
     out[:, 2] = log_cap(np.bincount(pos[is_common], minlength=k).astype(np.float64), 100.0)
     aa = adamic_adar_weights(np.maximum(degree_of_b, 1.0))
@@ -753,7 +744,7 @@ def pair_features_served(
     out[:, 13] = log_cap(np.array(float(my_degree)), 1000.0)
     # Walks of length 3 asker - z - b - candidate: two-hop counts of b, summed over b in N(c).
     two_hops = _unique_rows(context.friend_edges)
-    two_ids, two_counts = np.unique(two_hops[:, 1], return_counts=True)
+    two_ids, two_counts = unique_counts(two_hops[:, 1])
     if len(two_ids):
         at = np.searchsorted(two_ids, edges[:, 1]).clip(0, len(two_ids) - 1)
         hit = (pos >= 0) & (two_ids[at] == edges[:, 1])
@@ -804,7 +795,7 @@ def _co_located(context: PairContext, k: int) -> np.ndarray:
     else:
         cells, cell = np.unique(keys, axis=0, return_inverse=True)
     cell = cell.ravel()
-    pairs = np.unique(users * len(cells) + cell)  # each person once per cell
+    pairs = unique(users * len(cells) + cell)  # each person once per cell
     p_users, p_cells = pairs // len(cells), pairs % len(cells)
     visitors = np.bincount(p_cells, minlength=len(cells))
     p_pos = context.positions(p_users)

@@ -260,13 +260,3 @@ def test_set_rows_by_table_equal_the_binary_search() -> None:
         np.testing.assert_array_equal(found, want_found)
         np.testing.assert_array_equal(ids[rows[found]], asked[found])
         assert (len(served._row_of) > 0) == (ids[-1] < 10**6)  # table for dense ids only
-
-
-def test_membership_by_search_equals_numpys_isin() -> None:
-    from matching.services.nearby import _member
-
-    rng = np.random.default_rng(9)
-    for n in (0, 1, 7, 300):
-        universe = np.unique(rng.integers(0, 500, n))
-        values = rng.integers(-5, 520, 400)
-        np.testing.assert_array_equal(_member(values, universe), np.isin(values, universe))

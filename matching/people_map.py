@@ -54,7 +54,7 @@ from django.core.cache import cache
 from django.db import connection, transaction
 
 from matching.feature_store import copy_rows
-from matching.grid import MERCATOR_R, snapped_distance_m
+from matching.grid import MERCATOR_R, mercator_y, snapped_distance_m
 from matching.ml.arrays import member, unique
 
 logger = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ class _Base:
     years: np.ndarray  # (n,) float64, NaN where unknown
     by_id: np.ndarray  # (n,) rows in the order of their ids
     sorted_ids: np.ndarray  # ids[by_id]
+    y: np.ndarray  # (n,) web-mercator northing of lat (``grid.mercator_y``): snapping reads it per query
 
     @classmethod
     def build(cls, ids: np.ndarray, lon: np.ndarray, lat: np.ndarray, years: np.ndarray) -> _Base:
@@ -122,7 +123,8 @@ class _Base:
         order = np.lexsort((ids, keys))
         ids, lon, lat, years, keys = ids[order], lon[order], lat[order], years[order], keys[order]
         by_id = np.argsort(ids, kind="stable")
-        return cls(keys=keys, ids=ids, lon=lon, lat=lat, years=years, by_id=by_id, sorted_ids=ids[by_id])
+        return cls(keys=keys, ids=ids, lon=lon, lat=lat, years=years, by_id=by_id, sorted_ids=ids[by_id],
+                   y=mercator_y(lat))
 
     def rows_of(self, user_ids: np.ndarray) -> np.ndarray:
         """Base rows of ``user_ids`` that are in the base."""
@@ -264,7 +266,7 @@ class PeopleMap:
             covered = r * BUCKET * scale - snap_slack
             enough = len(rows) + len(o_ids) >= cap
             if enough or r >= reach:
-                dist = snapped_distance_m(base.lon[rows], base.lat[rows], lon, lat, grid_m)
+                dist = snapped_distance_m(base.lon[rows], base.lat[rows], lon, lat, grid_m, y=base.y[rows])
                 limit = min(covered, radius_m) if r < reach else radius_m
                 inside = dist <= limit
                 o_inside = o_dist <= limit

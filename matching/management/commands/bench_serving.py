@@ -40,6 +40,7 @@ Runs on whatever database ``DATABASE_URL`` names (a throwaway one: see docs/BENC
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import multiprocessing
@@ -565,8 +566,8 @@ def _breakdown(*, people: int) -> dict[str, Any]:
     state = people_map.current()
     map_seconds = time.perf_counter() - started
     base, friends = state.base, state.friends
-    map_bytes = sum(a.nbytes for a in (base.keys, base.ids, base.lon, base.lat, base.years, base.by_id,
-                                       base.sorted_ids, state.dead, friends.offsets, friends.neighbours))
+    arrays = [getattr(base, f.name) for f in dataclasses.fields(base)]  # every column the map keeps
+    map_bytes = sum(a.nbytes for a in (*arrays, state.dead, friends.offsets, friends.neighbours))
     warm_up = 10  # the first requests warm up connections and prepared statements
     chosen = list(Profile.objects.filter(location__isnull=False).select_related("user").order_by("?")[:people + warm_up])
     warm_up = min(warm_up, len(chosen) // 2)

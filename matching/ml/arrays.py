@@ -2,10 +2,11 @@
 
 A nearby request asks for the distinct values of a few hundred ids, venues or slots about twenty
 times, and for membership in a handful of such sets. NumPy 2's ``np.unique`` first tries a hash
-table, then sorts what it found: on this machine 37 us for 300 values against 5 us for a sort and
-a comparison of neighbours (150 against 34 at 3,000); ``np.isin`` costs 26 to 78 us whatever the
-size, against 5 to 7 for one binary search per value in a sorted set. These return exactly what
-those functions return for integer arrays (and floats without NaN); tests hold them equal.
+table, then sorts what it found: on an AMD EPYC Zen 3 with NumPy 2.4.6, 37 us for 300 values
+against 5 us for a sort and a comparison of neighbours (150 against 34 at 3,000); ``np.isin``
+costs 26 to 78 us whatever the size, against 5 to 7 for one binary search per value in a sorted
+set. These return exactly what those functions return for integer arrays (and floats without
+NaN); tests hold them equal.
 """
 
 from __future__ import annotations

@@ -184,9 +184,8 @@ class _State:
 
 
 def _mercator(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x = np.radians(lon) * MERCATOR_R
-    y = np.log(np.tan(np.pi / 4 + np.radians(np.clip(lat, -85.0, 85.0)) / 2)) * MERCATOR_R
-    return x, y
+    """Web-mercator metres of the bucket keys (latitude clipped to +-85 degrees)."""
+    return np.radians(lon) * MERCATOR_R, mercator_y(np.clip(lat, -85.0, 85.0))
 
 
 def _keys(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:

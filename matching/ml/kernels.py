@@ -367,8 +367,8 @@ def field_attention(
     x = x.contiguous().float()
     head, scale = d // heads, (d // heads) ** -0.5
     productive = product_weights is not None
-    pw = product_weights.reshape(heads, head) * scale if productive else torch.full((heads, head), scale)
-    args = _layer_weights(qkv.weight, qkv.bias, pw, out.weight, out.bias, norm.weight, norm.bias)
+    pw = product_weights.reshape(heads, head) if productive else torch.ones(heads, head)
+    args = _layer_weights(qkv.weight, qkv.bias, pw, scale, out.weight, out.bias, norm.weight, norm.bias)
     y = torch.empty_like(x)
     weights = torch.empty(b, heads, f, padded(f))  # key by query, as the kernel writes them
 
@@ -381,13 +381,13 @@ def field_attention(
 
 
 def _layer_weights(
-    qkv_weight: torch.Tensor, qkv_bias: torch.Tensor, scaled_product_weights: torch.Tensor,
+    qkv_weight: torch.Tensor, qkv_bias: torch.Tensor, product_weights: torch.Tensor, scale: float,
     out_weight: torch.Tensor, out_bias: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
 ) -> list[torch.Tensor]:
     """An attention layer's parameters as ``field_attention_layer`` reads them, in its argument
     order: contiguous float32, the qkv projection transposed (input-major), the product weights
-    (H, d) already multiplied by the score scale (ones times the scale for self-attention)."""
-    raw = (qkv_weight.t(), qkv_bias, scaled_product_weights, out_weight, out_bias, norm_weight, norm_bias)
+    (H, d; ones for self-attention) multiplied by the score ``scale``."""
+    raw = (qkv_weight.t(), qkv_bias, product_weights * scale, out_weight, out_bias, norm_weight, norm_bias)
     return [t.detach().contiguous().float() for t in raw]
 
 
@@ -412,10 +412,10 @@ class _AttentionLayer(torch.autograd.Function):
         lib = library(f, d, heads)
         assert lib is not None
         scale, p = (d // heads) ** -0.5, padded(f)
-        pws = (pw.detach() * scale).contiguous()
         y, attention = torch.empty_like(x), torch.empty(b, heads, f, p)
         qkv, mixed_t, xhat_t, istd = torch.empty(b, f, 3 * d), torch.empty(b, d, p), torch.empty(b, d, p), torch.empty(b, p)
-        weights = _layer_weights(wqkv, bqkv, pws, wout, bout, ln_weight, ln_bias)
+        weights = _layer_weights(wqkv, bqkv, pw, scale, wout, bout, ln_weight, ln_bias)
+        pws = weights[2]  # the scaled product weights, which the backward reads too
         status = lib.field_attention_layer(
             b, _threads(b), f, d, heads, _pointer(x), *[_pointer(w) for w in weights], eps, _pointer(mask),
             int(productive), _pointer(y), _pointer(attention), _pointer(qkv), _pointer(mixed_t), _pointer(xhat_t),

@@ -4,6 +4,7 @@ not be shown."""
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import numpy as np
@@ -188,7 +189,12 @@ def test_gunicorn_workers_load_the_map_before_their_first_request(alice: User) -
     from socialmatch.gunicorn import post_worker_init
 
     assert people_map._state is None
-    post_worker_init(worker=None)
+    try:
+        post_worker_init(worker=None)
+        # What the worker holds from then on is out of the collector's full passes.
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # this test process goes on collecting as before
     assert alice.pk in people_map.current().base.ids
 
 

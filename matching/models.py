@@ -27,8 +27,13 @@ class Interaction(models.Model):
         JOIN = "join", "Joined an activity"
         VISIT = "visit", "Visited a venue"
 
+    # No single-column index on any of the four keys: impressions are most of this table's rows
+    # (about fifteen an answer of people nearby), and every index costs each of them an insert.
+    # ``interaction_actor_recent`` and ``interaction_target_user`` serve the lookups by actor
+    # and by target person (cascading deletes included); the activity and venue keys, null in
+    # every impression, are indexed only where set.
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="interactions"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="interactions", db_index=False,
     )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     target_user = models.ForeignKey(
@@ -37,12 +42,13 @@ class Interaction(models.Model):
         blank=True,
         on_delete=models.CASCADE,
         related_name="interactions_received",
+        db_index=False,
     )
     target_activity = models.ForeignKey(
-        "activities.Activity", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        "activities.Activity", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False,
     )
     target_venue = models.ForeignKey(
-        "activities.Venue", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+        "activities.Venue", null=True, blank=True, on_delete=models.CASCADE, related_name="+", db_index=False,
     )
     # Strength of the event: a visit count, a rating; 1 for a plain event.
     weight = models.FloatField(default=1.0)
@@ -90,6 +96,10 @@ class Interaction(models.Model):
             # Nearby leaves out the people the asker passed on: read on every request.
             models.Index(fields=["actor", "target_user", "occurred_at"], condition=Q(kind="pass"),
                          name="interaction_passes"),
+            models.Index(fields=["target_activity"], condition=Q(target_activity__isnull=False),
+                         name="interaction_target_activity"),
+            models.Index(fields=["target_venue"], condition=Q(target_venue__isnull=False),
+                         name="interaction_target_venue"),
         ]
 
     def __str__(self) -> str:

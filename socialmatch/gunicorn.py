@@ -7,11 +7,12 @@ first use instead, the first request each worker got waited for it, 3.2 s at 1,0
 
 Then it freezes the garbage collector's view of everything alive (``gc.freeze``). A worker holds
 about 270,000 objects once Django, DRF, PyTorch and the model are imported, nearly all of them
-there for the process's life, and every full collection walked them all: 62 to 70 ms, with the
-GIL held, so every request of the worker's threads waited (one in about a hundred requests ran
-into one; at 150 requests/s the open loop's p99 went from 22-31 ms in some runs to 94 ms in
-others). Frozen, they are never scanned again; a full collection walks what requests leave behind
-(0.07 ms). Objects made later (a reloaded map, a newly published model) are collected as usual.
+there for the process's life, and every full collection walked them all: 62 to 70 ms with the
+GIL held, about once in a hundred requests, while every request of the worker's threads waited
+(one of the two causes of the bursts of slow requests at 150 requests/s in docs/BENCHMARKS.md,
+Serving, eighth session). Frozen, they are never scanned again; a full collection walks what
+requests leave behind (0.07 ms). Objects made later (a reloaded map, a newly published model)
+are collected as usual.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from matching.management.commands.bench_serving import NEARBY_PATH, OPEN_LOOP_GRACE, _load_run
+from matching.management.commands.bench_serving import NEARBY_PATH, OPEN_LOOP_GRACE, PHASES, _load_run, _requests_log
 from tests.conftest import make_person
 
 
@@ -45,17 +45,39 @@ def server() -> Iterator[ThreadingHTTPServer]:
 def test_open_loop_sends_at_the_rate_as_the_people_given(server: ThreadingHTTPServer) -> None:
     SlowHandler.delay = 0.005
     port = server.server_address[1]
-    result = _load_run(port, ["alice", "bob", "carol"], threads=4, seconds=1.0, rate=40)
+    result, requests = _load_run(port, ["alice", "bob", "carol"], threads=4, seconds=1.0, rate=40)
     assert result["ok"] == result["requests"] == 40 and result["unsent"] == 0
     assert 5 <= result["p50_ms"] < 200
     assert set(SlowHandler.seen) == {"sessionid=alice", "sessionid=bob", "sessionid=carol"}
+    # Each request as it went: due every 1/40 s from the start, sent no earlier, answered after.
+    dues = [due for due, _, _, _ in requests]
+    assert dues == pytest.approx([k / 40 for k in range(40)], abs=1e-6)
+    assert all(due <= sent + 1e-6 and sent < answered for due, sent, answered, _ in requests)
+    assert {status for *_, status in requests} == {200}
+
+
+def test_the_requests_log_holds_every_request_of_every_phase(server: ThreadingHTTPServer, tmp_path) -> None:
+    SlowHandler.delay = 0.0
+    port = server.server_address[1]
+    runs = [_load_run(port, ["alice"], threads=1, seconds=0.3, rate=rate) for rate in (None, None, 20, None)]
+    path = tmp_path / "requests.csv"
+    _requests_log(path, runs)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "phase,due_s,sent_s,answered_s,latency_ms,status"
+    rows = [line.split(",") for line in lines[1:]]
+    assert len(rows) == sum(figures["requests"] for figures, _ in runs)
+    assert [r[0] for r in rows if r[0] == "open_loop"] == ["open_loop"] * 6
+    assert {r[0] for r in rows} == set(PHASES)
+    for phase, due, _, answered, latency, status in rows:
+        assert float(latency) == pytest.approx((float(answered) - float(due)) * 1000, abs=0.01)
+        assert status == "200"
 
 
 def test_a_server_that_falls_behind_shows_its_queue_and_unsent_requests(
     server: ThreadingHTTPServer,
 ) -> None:
     SlowHandler.delay = 0.5  # one thread can do 2 requests/s; 40/s are offered
-    result = _load_run(server.server_address[1], ["alice"], threads=1, seconds=1.0, rate=40)
+    result, _ = _load_run(server.server_address[1], ["alice"], threads=1, seconds=1.0, rate=40)
     # Latency counts from each request's scheduled time: the queue shows.
     assert result["p99_ms"] > 1000
     assert result["unsent"] > 0 and result["requests"] + result["unsent"] == 40
@@ -64,7 +86,7 @@ def test_a_server_that_falls_behind_shows_its_queue_and_unsent_requests(
 
 def test_closed_loop_counts_what_the_server_sustains(server: ThreadingHTTPServer) -> None:
     SlowHandler.delay = 0.05
-    result = _load_run(server.server_address[1], ["alice"], threads=2, seconds=1.0, rate=None)
+    result, _ = _load_run(server.server_address[1], ["alice"], threads=2, seconds=1.0, rate=None)
     assert 0 < result["rps"] <= 42  # two connections, at least 50 ms each
     assert result["requests"] == result["ok"] >= 2
     assert result["statuses"] == {"200": result["ok"]}

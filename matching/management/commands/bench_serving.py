@@ -30,7 +30,8 @@ Runs on whatever database ``DATABASE_URL`` names (a throwaway one: see docs/BENC
    distinct people through sessions created here. First ``--rate`` requests/s open loop
    (latency counted from each request's scheduled time, so a stalled server cannot hide its
    queue), which gives p50 and p99; then closed loop at ``--concurrency`` for the most
-   requests/s the server sustains.
+   requests/s the server sustains. ``--requests-log FILE`` keeps every request's times (CSV):
+   whether the slow ones come in bursts or spread out.
 7. Breakdown: in-process, where a request's time goes (``_breakdown``): the whole
    ``nearby_matches`` and its candidates (exclusions and the people map), pair context and pair
    features, medians over ``--breakdown-people`` random people; and the seconds and megabytes
@@ -85,10 +86,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _load_thread(port: int, cookies: list[str], schedule: list[float] | None, stop_at: float,
-                 latencies: list[float], statuses: dict[int, int], lock: threading.Lock) -> None:
+                 requests: list[tuple[float, float, float, int]], statuses: dict[int, int],
+                 lock: threading.Lock) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     i = 0
-    local: list[float] = []
+    local: list[tuple[float, float, float, int]] = []  # (due or sent, sent, answered, status)
     local_status: dict[int, int] = {}
     while True:
         if schedule is not None:
@@ -115,14 +117,14 @@ def _load_thread(port: int, cookies: list[str], schedule: list[float] | None, st
             conn.close()
             status = 0
         end = time.perf_counter()
-        # Open loop: from the scheduled time, so time spent waiting for a busy thread counts.
-        local.append(end - (schedule[i] if schedule is not None else start))
+        # Open loop: latency from the scheduled time, so time spent waiting for a busy thread counts.
+        local.append((schedule[i] if schedule is not None else start, start, end, status))
         local_status[status] = local_status.get(status, 0) + 1
         i += 1
     conn.close()
     with lock:
         statuses[-1] = statuses.get(-1, 0) + (len(schedule) - i if schedule is not None else 0)
-        latencies.extend(local)
+        requests.extend(local)
         for code, count in local_status.items():
             statuses[code] = statuses.get(code, 0) + count
 
@@ -170,11 +172,13 @@ def _cpu_by_part() -> dict[str, float]:
 
 def _load_run(
     port: int, cookies: list[str], *, threads: int, seconds: float, rate: float | None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[tuple[float, float, float, int]]]:
     """Requests against the server for ``seconds``: open loop at ``rate``/s, or closed loop.
-    Also the CPU milliseconds per answered request of each part of the machine meanwhile."""
+    Also the CPU milliseconds per answered request of each part of the machine meanwhile.
+    Returns the figures and every request's (due, sent, answered, status), in seconds from the
+    run's start, ordered by when it was due."""
     cpu_before = _cpu_by_part()
-    latencies: list[float] = []
+    requests: list[tuple[float, float, float, int]] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
     t0 = time.perf_counter() + 0.2
@@ -185,7 +189,7 @@ def _load_run(
         if rate is not None:
             total = int(rate * seconds)
             schedule = [t0 + k / rate for k in range(t, total, threads)]
-        args = (port, mine, schedule, t0 + seconds, latencies, statuses, lock)
+        args = (port, mine, schedule, t0 + seconds, requests, statuses, lock)
         workers.append(threading.Thread(target=_load_thread, args=args, daemon=True))
     for w in workers:
         w.start()
@@ -193,7 +197,7 @@ def _load_run(
         w.join()
     elapsed = time.perf_counter() - t0
     cpu_after = _cpu_by_part()
-    ms = [x * 1000 for x in latencies]
+    ms = [(end - due) * 1000 for due, _, end, _ in requests]
     ok = statuses.get(200, 0)
     unsent = statuses.pop(-1, 0)
     cpu_ms = {part: round((cpu_after[part] - cpu_before[part]) * 1000 / max(ok, 1), 2) for part in cpu_after}
@@ -205,12 +209,25 @@ def _load_run(
         "p50_ms": round(_percentile(ms, 50), 2), "p90_ms": round(_percentile(ms, 90), 2),
         "p99_ms": round(_percentile(ms, 99), 2), "max_ms": round(max(ms), 2) if ms else None,
         "threads": threads, "offered_rps": rate, "cpu_ms_per_request": cpu_ms,
-    }
+    }, sorted((due - t0, sent - t0, end - t0, status) for due, sent, end, status in requests)
 
 
 def _load_process(port: int, cookies: list[str], plan: list[dict[str, Any]], out: Any) -> None:
-    results = [_load_run(port, cookies, **step) for step in plan]
-    out.put(results)
+    out.put([_load_run(port, cookies, **step) for step in plan])
+
+
+PHASES = ("warm_up", "one_at_a_time", "open_loop", "closed_loop")
+
+
+def _requests_log(path: Path, runs: list[tuple[dict[str, Any], list[tuple[float, float, float, int]]]]) -> None:
+    """Every request of the HTTP phases as CSV: phase, when it was due, sent and answered
+    (seconds from the phase's start) and its status. Slow requests that come in bursts point at
+    something that stalls the server (a collection, a competing write); spread ones, at queueing."""
+    with path.open("w") as handle:
+        handle.write("phase,due_s,sent_s,answered_s,latency_ms,status\n")
+        for phase, (_, requests) in zip(PHASES, runs, strict=True):
+            for due, sent, end, status in requests:
+                handle.write(f"{phase},{due:.6f},{sent:.6f},{end:.6f},{(end - due) * 1000:.3f},{status}\n")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,6 +253,8 @@ class Command(BaseCommand):
         parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
         parser.add_argument("--concurrency", type=int, default=8, help="closed-loop connections")
         parser.add_argument("--ann-queries", type=int, default=1000)
+        parser.add_argument("--requests-log", type=Path, metavar="FILE",
+                            help="write every HTTP request's phase, due, sent and answered times as CSV")
         parser.add_argument("--breakdown-people", type=int, default=100,
                             help="people whose nearby request is timed part by part, in-process")
         parser.add_argument("--cold", action="store_true",
@@ -434,20 +453,21 @@ class Command(BaseCommand):
             time.sleep(settings.IMPRESSIONS_FLUSH_SECONDS + 1.0)  # the last answers' flush
             report["impressions_pending_after"] = impressions_pending()
         report["impressions_written"] = Interaction.objects.filter(kind="impression").count() - impressions_before
-        warm, unloaded, open_loop, closed_loop = results
+        if options["requests_log"]:
+            _requests_log(options["requests_log"], results)
+        warm, unloaded, open_loop, closed_loop = (figures for figures, _ in results)
         report["nearby_p50_ms"] = open_loop["p50_ms"]
         report["nearby_p99_ms"] = open_loop["p99_ms"]
         report["nearby_rps"] = closed_loop["rps"]
         report["http"] = {
-            "warm_up": warm, "one_at_a_time": unloaded, "open_loop": open_loop,
-            "closed_loop": closed_loop,
+            **dict(zip(PHASES, (warm, unloaded, open_loop, closed_loop), strict=True)),
             "web_workers": options["web_workers"], "web_threads": options["web_threads"],
             "sessions": len(cookies),
         }
 
     def _http_phases(
         self, options: dict[str, Any], cookies: list[str], report: dict[str, Any], queue: str,
-    ) -> list[dict[str, Any]]:
+    ) -> list[tuple[dict[str, Any], list[tuple[float, float, float, int]]]]:
         port = options["port"]
         env = {
             **os.environ, "DEBUG": "false", "OMP_NUM_THREADS": "1", "CELERY_TASK_DEFAULT_QUEUE": queue,

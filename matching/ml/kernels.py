@@ -127,9 +127,15 @@ def _prune(directory: Path, now: float | None = None) -> list[Path]:
     return removed
 
 
+MAX_WIDTH = 64  # the training backward keeps (3 W^2 + W^2 F / 8) floats of sums per thread on its stack
+
+
 def supports(fields: int, width: int, heads: int) -> bool:
-    """Shapes ``kernels.cpp`` takes: token width and head width multiples of eight."""
-    return 1 <= fields <= 64 and heads >= 1 and width % heads == 0 and width % 8 == 0 and (width // heads) % 8 == 0
+    """Shapes ``kernels.cpp`` takes: token width and head width multiples of eight, widths up to
+    ``MAX_WIDTH`` (at 64 and 64 fields a thread's sums are 1.1 MB; at 256 they would be 17 MB,
+    past a thread's stack)."""
+    return (1 <= fields <= 64 and heads >= 1 and 8 <= width <= MAX_WIDTH and width % heads == 0
+            and width % 8 == 0 and (width // heads) % 8 == 0)
 
 
 def library(fields: int, width: int, heads: int) -> ctypes.CDLL | None:
@@ -434,10 +440,14 @@ class _AttentionLayer(torch.autograd.Function):
         lib = library(f, d, ctx.heads)
         threads = _threads(b)
         grad_y = grad_y.contiguous()
-        dx, partial = torch.empty_like(x), torch.empty(threads, lib.attention_layer_grads())
+        # Zeros, not empty: each OpenMP thread writes its own row of parameter sums, and the
+        # runtime may start fewer threads than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC, a call from
+        # inside another parallel region); the rows nobody wrote must add nothing.
+        dx, partial = torch.empty_like(x), torch.zeros(threads, lib.attention_layer_grads())
+        wqkv, wout, ln_weight = (t.detach().contiguous().float() for t in (wqkv, wout, ln_weight))
         status = lib.attention_layer_backward(
-            b, threads, f, d, ctx.heads, _pointer(x), _pointer(grad_y), _pointer(wqkv.detach()), _pointer(pws),
-            _pointer(wout.detach()), _pointer(ln_weight.detach()), _pointer(mask), _pointer(attention),
+            b, threads, f, d, ctx.heads, _pointer(x), _pointer(grad_y), _pointer(wqkv), _pointer(pws),
+            _pointer(wout), _pointer(ln_weight), _pointer(mask), _pointer(attention),
             _pointer(qkv), _pointer(mixed_t), _pointer(xhat_t), _pointer(istd), int(ctx.productive), _pointer(dx),
             _pointer(partial),
         )

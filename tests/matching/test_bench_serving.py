@@ -68,7 +68,7 @@ def test_the_requests_log_holds_every_request_of_every_phase(server: ThreadingHT
     assert len(rows) == sum(figures["requests"] for figures, _ in runs)
     assert [r[0] for r in rows if r[0] == "open_loop"] == ["open_loop"] * 6
     assert {r[0] for r in rows} == set(PHASES)
-    for phase, due, _, answered, latency, status in rows:
+    for _, due, _, answered, latency, status in rows:
         assert float(latency) == pytest.approx((float(answered) - float(due)) * 1000, abs=0.01)
         assert status == "200"
 

@@ -265,7 +265,16 @@ def test_layer_gradients_match_autograd(f: int, width: int, heads: int, dropout:
 
     got, want = run(True), run(False)
     assert torch.allclose(got[0], want[0], atol=1e-5), (got[0] - want[0]).abs().max()
-    assert got[1].shape == (b, heads, f, f) and torch.allclose(got[1].sum(-1), torch.ones(b, heads, f), atol=1e-5)
+    # The weights it reports are the softmax before dropout, (B, H, queries, keys).
+    with torch.no_grad():
+        q, k, _ = layer.qkv(x).split(width, dim=-1)
+        d = width // heads
+        expected = torch.stack([
+            torch.softmax((q[..., h * d:(h + 1) * d] * (pw.view(heads, -1)[h] if pw is not None else 1.0))
+                          @ k[..., h * d:(h + 1) * d].transpose(1, 2) * d**-0.5, dim=-1)
+            for h in range(heads)
+        ], dim=1)
+    assert got[1].shape == (b, heads, f, f) and torch.allclose(got[1], expected, atol=1e-5)
     for a, w in zip(got[2:], want[2:], strict=True):
         # float32 sums over b x f tokens in another order: errors grow with the gradient's scale
         scale = max(1.0, float(w.abs().max()))
@@ -313,18 +322,23 @@ def test_layer_gradients_hold_when_openmp_starts_fewer_threads_than_asked() -> N
     assert done.stdout.strip().endswith("FINITE"), done.stdout + done.stderr[-2000:]
 
 
-def test_training_step_gradients_match_pytorch() -> None:
-    """A tower in train mode without dropout: every parameter's gradient the same on both paths."""
-    config = make((25, 22, 10, 16, 51), dropout=0.0)
+@pytest.mark.parametrize(("shared", "b"), [(False, 700), (True, 700), (False, 1100)])
+def test_training_step_gradients_match_pytorch(shared: bool, b: int) -> None:
+    """Both towers in train mode without dropout, the in-batch loss over their embeddings: every
+    parameter's gradient the same on both paths (towers sharing their weights too, where each
+    parameter takes two gradients; 1,100 people run the kernels on two threads)."""
+    from matching.ml.train import listwise_loss
+
+    config = make((25, 22, 10, 16, 51), dropout=0.0, shared_towers=shared)
     model = trained_looking(config).train()
-    tower = model.target_tower
-    x = inputs(config, 700)
-    upstream = torch.randn(700, config.embedding_dim, generator=torch.Generator().manual_seed(3))
+    seeds, targets = inputs(config, b, seed=1), inputs(config, b, seed=2)
+    log_q = torch.randn(b, generator=torch.Generator().manual_seed(3))
+    towers = torch.nn.ModuleList([model.seed_tower, model.target_tower])
 
     def grads() -> dict[str, torch.Tensor]:
-        tower.zero_grad()
-        (tower(x) * upstream).sum().backward()
-        return {name: p.grad.clone() for name, p in tower.named_parameters() if p.grad is not None}
+        towers.zero_grad()
+        listwise_loss(model.seed_embed(seeds), model.target_embed(targets), log_q, config.temperature).backward()
+        return {name: p.grad.clone() for name, p in towers.named_parameters() if p.grad is not None}
 
     compiled = grads()
     with kernels.disabled():

@@ -127,11 +127,12 @@ def test_attention_layers_match_the_plain_maths_forward_and_backward(layer_class
         assert torch.allclose(layer(x.detach()), expected.detach(), atol=1e-6)
 
 
+@pytest.mark.parametrize("width", [4, 16])  # 16: the compiled backward's whole-vector rows, as the towers use
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "scipy"])
 @pytest.mark.parametrize(("mode", "weighted"), [("sum", True), ("sum", False), ("mean", False)])
-def test_bag_gradients_equal_embedding_bags(mode: str, weighted: bool, compiled: bool) -> None:
+def test_bag_gradients_equal_embedding_bags(mode: str, weighted: bool, compiled: bool, width: int) -> None:
     """The id bags' hand-written backward (compiled, or a scipy sparse product) against EmbeddingBag's own."""
-    weight = torch.randn(20, 4, requires_grad=True)
+    weight = torch.randn(20, width, requires_grad=True)
     reference = weight.detach().clone().requires_grad_()
     counts = torch.tensor([3, 0, 5, 1, 7, 0])  # empty bags too, the last one included
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)[:-1]])

@@ -118,9 +118,11 @@ class FieldEmbedding(nn.Module):
         tokens = [F.linear(x.dense, weight, bias).view(batch, len(self.dense), d)]  # (B, G, D)
         if self.venues is not None:
             # Weights are normalised per user by the caller; sum == weighted mean.
-            tokens.append(_bag(self.venues.weight, x.venue_index, x.venue_offsets, x.venue_weights, "sum"))
+            tokens.append(_bag(self.venues.weight, x.venue_index, x.venue_offsets, x.venue_weights, "sum",
+                               sparse=self.venues.sparse))
         if self.friends is not None:
-            tokens.append(_bag(self.friends.weight, x.friend_index, x.friend_offsets, None, "mean"))
+            tokens.append(_bag(self.friends.weight, x.friend_index, x.friend_offsets, None, "mean",
+                               sparse=self.friends.sparse))
         if self.cells is not None:
             tokens.append(self.cells(x.cells))
         out = torch.cat([t.view(batch, -1, d) for t in tokens], dim=1)  # (B, F, D)
@@ -162,20 +164,42 @@ class _BagFunction(torch.autograd.Function):
     ``A`` is the bag layout itself). The compiled ``kernels.bag_backward`` does the same product
     in one pass over the members where it builds. The forward is EmbeddingBag's own, so inference
     is unchanged.
+
+    With ``sparse`` (the table's module has ``sparse`` set: ``train.tower_optimizer`` sets it on
+    large tables, such as the friend bags' one row per person), the gradient is a sparse (rows, D)
+    tensor of the rows the members touched, each once: a dense gradient of such a table is zeroed,
+    filled, added and stepped over in full every step (64 MB a table at 1,000,000 rows), though a
+    batch touches tens of thousands of its rows.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx, weight: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor,
-        per_sample: torch.Tensor | None, mode: str,
+        per_sample: torch.Tensor | None, mode: str, sparse: bool = False,
     ) -> torch.Tensor:
         ctx.save_for_backward(index, offsets, per_sample)
-        ctx.mode, ctx.rows = mode, weight.shape[0]
+        ctx.mode, ctx.rows, ctx.sparse = mode, weight.shape[0], sparse
         return F.embedding_bag(index, weight, offsets, mode=mode, per_sample_weights=per_sample)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         index, offsets, per_sample = ctx.saved_tensors
+        if ctx.sparse:
+            # The touched rows, each once, and the gradient of each: the same one-pass sum as the
+            # dense backward, into a table of the touched rows (members renumbered into it).
+            touched, position = torch.unique(index, return_inverse=True)
+            rows = kernels.bag_backward(len(touched), position, offsets, per_sample, ctx.mode == "mean", grad)
+            if rows is None:
+                counts = torch.diff(offsets, append=offsets.new_tensor([len(index)]))
+                each = grad.index_select(0, torch.repeat_interleave(torch.arange(len(offsets), device=grad.device), counts))
+                if ctx.mode == "mean":
+                    each.div_(counts.clamp_min(1).repeat_interleave(counts).unsqueeze(1).to(grad.dtype))
+                elif per_sample is not None:
+                    each.mul_(per_sample.to(grad.dtype).unsqueeze(1))
+                rows = grad.new_zeros(len(touched), grad.shape[1]).index_add_(0, position, each)
+            sparse = torch.sparse_coo_tensor(touched.unsqueeze(0), rows, (ctx.rows, grad.shape[1]),
+                                             check_invariants=False, is_coalesced=True)
+            return sparse, None, None, None, None, None
         if grad.device.type != "cpu":  # scipy is CPU only: scatter the members' rows instead
             counts = torch.diff(offsets, append=offsets.new_tensor([len(index)]))
             rows = grad.index_select(0, torch.repeat_interleave(torch.arange(len(offsets), device=grad.device), counts))
@@ -183,10 +207,10 @@ class _BagFunction(torch.autograd.Function):
                 rows = rows / counts.clamp_min(1).repeat_interleave(counts).unsqueeze(1).to(grad.dtype)
             elif per_sample is not None:
                 rows = rows * per_sample.to(grad.dtype).unsqueeze(1)
-            return grad.new_zeros(ctx.rows, grad.shape[1]).index_add_(0, index, rows), None, None, None, None
+            return grad.new_zeros(ctx.rows, grad.shape[1]).index_add_(0, index, rows), None, None, None, None, None
         compiled = kernels.bag_backward(ctx.rows, index, offsets, per_sample, ctx.mode == "mean", grad)
         if compiled is not None:
-            return compiled, None, None, None, None
+            return compiled, None, None, None, None, None
         members = len(index)
         indptr = np.append(offsets.numpy(), members)
         if ctx.mode == "mean":
@@ -198,19 +222,21 @@ class _BagFunction(torch.autograd.Function):
             values = np.ones(members, dtype=np.float32)
         bags = sp.csr_matrix((values, index.numpy(), indptr), shape=(len(offsets), ctx.rows))
         grad_weight = bags.T @ grad.detach().float().numpy()  # (rows, D)
-        return torch.from_numpy(np.ascontiguousarray(grad_weight, dtype=np.float32)), None, None, None, None
+        return torch.from_numpy(np.ascontiguousarray(grad_weight, dtype=np.float32)), None, None, None, None, None
 
 
 def _bag(
     weight: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, per_sample: torch.Tensor | None, mode: str,
+    *, sparse: bool = False,
 ) -> torch.Tensor:
-    """Bags of embedding rows, (B, D): weighted sums (``mode="sum"``) or means.
+    """Bags of embedding rows, (B, D): weighted sums (``mode="sum"``) or means; with ``sparse``,
+    the table's gradient is a sparse tensor of the members' rows.
 
     No gradient flows to ``per_sample``: the inputs fix it.
     """
     if not (torch.is_grad_enabled() and weight.requires_grad):
         return F.embedding_bag(index, weight, offsets, mode=mode, per_sample_weights=per_sample)
-    return _BagFunction.apply(weight, index, offsets, per_sample, mode)
+    return _BagFunction.apply(weight, index, offsets, per_sample, mode, sparse)
 
 
 class _Softmax(torch.autograd.Function):

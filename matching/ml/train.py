@@ -60,6 +60,9 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-5
     grad_clip: float = 5.0
+    # Id-bag tables of at least this many rows (the friend bags' one row per person, a large
+    # city's venues) take sparse gradients and lazy Adam updates (``TowerOptimizer``).
+    sparse_rows: int = 65_536
     accumulate: int = 1
     patience: int = 5
     validation_share: float = 0.1
@@ -345,14 +348,127 @@ class FlatAdam(torch.optim.Adam):
             p.grad = None
 
 
-def tower_optimizer(model: RALM, tc: TrainConfig) -> FlatAdam:
+class LazyAdam:
+    """Adam for embedding tables whose gradients are sparse: only the rows a batch touched move,
+    and only their moments decay (TensorFlow's LazyAdam, ``torch.optim.SparseAdam`` with Adam's L2
+    weight decay on the touched rows). On rows that every step touches it is Adam exactly; a row
+    untouched for a while keeps its moments instead of decaying them, which is what makes a step
+    cost the batch's rows rather than the table's."""
+
+    def __init__(self, params: list[torch.nn.Parameter], *, lr: float, weight_decay: float,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.params = list(dict.fromkeys(params))
+        self.param_groups = [{"params": self.params, "lr": lr}]
+        self.weight_decay, self.betas, self.eps, self.steps = weight_decay, betas, eps, 0
+        self.state = {p: (torch.zeros_like(p), torch.zeros_like(p)) for p in self.params}
+
+    def gradients(self) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+        """Each parameter's gradient coalesced (one entry per touched row), stored back.
+
+        The bag backward writes each touched row once, in increasing order, but autograd's
+        accumulation drops the tensor's "coalesced" mark: rows still strictly increasing are
+        marked again (a comparison) rather than sorted again (2 to 5 ms a table at 1,000,000
+        rows); gradients accumulated over several backwards are coalesced properly."""
+        out = []
+        for p in self.params:
+            grad = p.grad
+            if grad is None:
+                continue
+            if not grad.is_sparse:
+                raise ValueError("LazyAdam takes sparse gradients: the table's module needs sparse=True")
+            if not grad.is_coalesced():
+                rows = grad._indices()[0]
+                if bool((rows[1:] > rows[:-1]).all()):
+                    grad = torch.sparse_coo_tensor(grad._indices(), grad._values(), grad.shape,
+                                                   check_invariants=False, is_coalesced=True)
+                else:
+                    grad = grad.coalesce()
+                p.grad = grad
+            out.append((p, grad))
+        return out
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        (beta1, beta2), lr = self.betas, self.param_groups[0]["lr"]
+        correction1, correction2 = 1 - beta1**self.steps, 1 - beta2**self.steps
+        for p, grad in self.gradients():
+            rows, g = grad.indices()[0], grad.values()
+            if self.weight_decay:
+                g = g + self.weight_decay * p.index_select(0, rows)
+            exp_avg, exp_avg_sq = self.state[p]
+            m = exp_avg.index_select(0, rows).mul_(beta1).add_(g, alpha=1 - beta1)
+            v = exp_avg_sq.index_select(0, rows).mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            exp_avg.index_copy_(0, rows, m)
+            exp_avg_sq.index_copy_(0, rows, v)
+            update = (m / correction1).div_((v / correction2).sqrt_().add_(self.eps))
+            # index_copy_ of the new rows: index_add_ into a million-row table took 10 times as long.
+            p.index_copy_(0, rows, p.index_select(0, rows).sub_(update, alpha=lr))
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+class TowerOptimizer:
+    """The towers' optimizer: ``FlatAdam`` over the dense parameters and ``LazyAdam`` over the id
+    tables of at least ``sparse_rows`` rows, whose modules it switches to sparse gradients.
+
+    At 1,000,000 people the friend-bag tables (one row per person, in each tower) are 32 of the
+    towers' 33 million parameters; dense, every step zeroed, filled, added, clipped and stepped
+    over all of them (76 of a 112 ms step here, docs/BENCHMARKS.md), for the few thousand rows a
+    batch touches. Gradient clipping takes one norm over both kinds."""
+
+    def __init__(self, model: RALM, tc: TrainConfig) -> None:
+        towers = (model.seed_tower, model.target_tower)
+        self.tables = [
+            bag for tower in towers for bag in (tower.fields.venues, tower.fields.friends)
+            if bag is not None and bag.weight.requires_grad and bag.weight.shape[0] >= tc.sparse_rows
+        ]
+        sparse = {id(bag.weight) for bag in self.tables}
+        for bag in self.tables:
+            bag.sparse = True
+        dense = [p for tower in towers for p in tower.parameters() if p.requires_grad and id(p) not in sparse]
+        self.dense = FlatAdam(dense, lr=tc.lr, weight_decay=tc.weight_decay)
+        self.lazy = LazyAdam([bag.weight for bag in self.tables], lr=tc.lr, weight_decay=tc.weight_decay)
+        self.param_groups = [*self.dense.param_groups, *self.lazy.param_groups]
+
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """``torch.nn.utils.clip_grad_norm_`` over the dense and the sparse gradients together."""
+        assert self.dense.flat.grad is not None
+        sparse = [grad.values() for _, grad in self.lazy.gradients()]
+        total = torch.linalg.vector_norm(torch.stack([
+            torch.linalg.vector_norm(self.dense.flat.grad), *(torch.linalg.vector_norm(v) for v in sparse),
+        ]))
+        scale = (max_norm / (total + 1e-6)).clamp_(max=1.0)
+        for values in (self.dense.flat.grad, *sparse):
+            values.mul_(scale)
+        return total
+
+    def step(self) -> None:
+        self.dense.step()
+        self.lazy.step()
+
+    def zero_grad(self) -> None:
+        self.dense.zero_grad()
+        self.lazy.zero_grad()
+
+    def release(self) -> None:
+        """Training is over: the dense parameters back in storages of their own, the tables'
+        gradients dense again for whoever trains the model next."""
+        self.dense.release()
+        self.lazy.zero_grad()
+        for bag in self.tables:
+            bag.sparse = False
+
+
+def tower_optimizer(model: RALM, tc: TrainConfig) -> TowerOptimizer:
     """Adam over the towers' parameters (the ranking head and look-alike layer train elsewhere)."""
-    params = [p for tower in (model.seed_tower, model.target_tower) for p in tower.parameters() if p.requires_grad]
-    return FlatAdam(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    return TowerOptimizer(model, tc)
 
 
 def tower_train_step(
-    model: RALM, optimizer: FlatAdam, tc: TrainConfig, inputs: UserInputs, pairs: np.ndarray,
+    model: RALM, optimizer: TowerOptimizer, tc: TrainConfig, inputs: UserInputs, pairs: np.ndarray,
     degree: np.ndarray, log_q_all: np.ndarray, rng: np.random.Generator, hard: list[np.ndarray] | None = None,
     *, lr: float, apply: bool = True,
 ) -> float:

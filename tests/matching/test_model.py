@@ -21,7 +21,9 @@ from matching.ml.model import (
     _bag,
     l2_normalize,
 )
-from matching.ml.train import FlatAdam, listwise_loss, logq_logits, pointwise_loss, triplet_loss
+from matching.ml.train import (
+    FlatAdam, LazyAdam, TrainConfig, listwise_loss, logq_logits, pointwise_loss, tower_optimizer, triplet_loss,
+)
 
 GROUPS = (3, 4, 2)
 
@@ -147,6 +149,13 @@ def test_bag_gradients_equal_embedding_bags(mode: str, weighted: bool, compiled:
     expected.backward(g)
     assert torch.allclose(out, expected)
     assert torch.allclose(weight.grad, reference.grad, atol=1e-6)
+    # The sparse gradient of a large table: the touched rows, each once and in order, the same values.
+    sparse = weight.detach().clone().requires_grad_()
+    with contextlib.nullcontext() if compiled else kernels.disabled():
+        _bag(sparse, index, offsets, per_sample, mode, sparse=True).backward(g)
+    assert sparse.grad.is_sparse
+    assert torch.equal(sparse.grad._indices()[0], torch.unique(index))
+    assert torch.allclose(sparse.grad.to_dense(), reference.grad, atol=1e-6)
 
 
 def test_pointwise_loss_on_a_hand_made_batch() -> None:
@@ -242,6 +251,79 @@ def test_flat_adam_steps_as_adam_over_the_separate_parameters() -> None:
     assert len({p.untyped_storage().data_ptr() for p in towers[0]}) == len(towers[0])
     assert all(p.grad is None for p in towers[0])
     assert all(torch.equal(p, b) for p, b in zip(towers[0], before, strict=True))
+
+
+def _sparse_grad(table: torch.nn.Parameter, rows: torch.Tensor, values: torch.Tensor) -> None:
+    table.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), values, table.shape, check_invariants=True)
+
+
+def test_lazy_adam_is_adam_on_the_rows_every_step_touches_and_leaves_the_others() -> None:
+    g = torch.Generator().manual_seed(4)
+    start = torch.randn(6, 4, generator=g)
+    lazy_table, dense_table = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    lazy = LazyAdam([lazy_table], lr=0.05, weight_decay=1e-2)
+    dense = torch.optim.Adam([dense_table], lr=0.05, weight_decay=1e-2)
+    touched = torch.tensor([0, 2, 3])  # rows 1, 4 and 5 never appear
+    for _ in range(4):
+        grad = torch.randn(3, 4, generator=g)
+        _sparse_grad(lazy_table, touched, grad)
+        dense_table.grad = torch.zeros(6, 4).index_copy_(0, touched, grad)
+        lazy.step()
+        dense.step()
+        lazy.zero_grad()
+    # On the touched rows Adam itself (weight decay included); the others never moved.
+    assert torch.allclose(lazy_table[touched], dense_table[touched], atol=1e-6)
+    untouched = torch.tensor([1, 4, 5])
+    assert torch.equal(lazy_table[untouched], start[untouched])
+    exp_avg, exp_avg_sq = lazy.state[lazy_table]
+    assert not exp_avg[untouched].any() and not exp_avg_sq[untouched].any()
+    assert lazy_table.grad is None
+
+
+def test_lazy_adam_sums_a_row_that_appears_twice_before_stepping() -> None:
+    """Accumulated gradients (two backwards before a step) list a row twice: summed, then stepped."""
+    table = torch.nn.Parameter(torch.zeros(4, 2))
+    twice = torch.sparse_coo_tensor(torch.tensor([[2, 1, 2]]), torch.tensor([[1.0, 1.0], [2.0, 2.0], [1.0, 1.0]]), (4, 2),
+                                    check_invariants=True)
+    table.grad = twice
+    reference = torch.nn.Parameter(torch.zeros(4, 2))
+    reference.grad = twice.to_dense()
+    LazyAdam([table], lr=0.1, weight_decay=0.0).step()
+    torch.optim.Adam([reference], lr=0.1).step()
+    assert torch.allclose(table, reference)
+
+
+def test_the_tower_optimizer_takes_large_tables_sparse_and_clips_everything_together() -> None:
+    model = RALM(config(user_buckets=50, venue_buckets=10))
+    tc = TrainConfig(sparse_rows=50, grad_clip=0.01)
+    optimizer = tower_optimizer(model, tc)
+    for tower in (model.seed_tower, model.target_tower):
+        assert tower.fields.friends.sparse and not tower.fields.venues.sparse  # 50 rows sparse, 10 not
+    model.train()
+
+    def with_bags(seed: int, friends: list[int]) -> TowerInput:
+        x = batch(8, seed=seed)
+        x.friend_index, x.friend_offsets = torch.tensor(friends), torch.tensor([0, 2, 2, 3, 3, 4, 5, 5])
+        x.venue_index, x.venue_offsets, x.venue_weights = torch.tensor([1, 2]), torch.zeros(8, dtype=torch.long), torch.ones(2)
+        return x
+
+    seeds, targets = with_bags(0, [3, 7, 7, 49, 0]), with_bags(1, [1, 1, 2, 3, 4])
+    (model.seed_embed(seeds) - model.target_embed(targets)).pow(2).sum().backward()
+    table = model.seed_tower.fields.friends.weight
+    assert table.grad.is_sparse
+    norm = optimizer.clip_grad_norm_(tc.grad_clip)
+    everything = [p.grad.to_dense() if p.grad.is_sparse else p.grad
+                  for t in (model.seed_tower, model.target_tower) for p in t.parameters() if p.grad is not None]
+    assert float(norm) > tc.grad_clip
+    assert torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in everything])) == pytest.approx(tc.grad_clip, rel=1e-3)
+    before = table.detach().clone()
+    optimizer.step()
+    moved = (table != before).any(dim=1)
+    assert moved.nonzero().flatten().tolist() == [0, 3, 7, 49]  # the rows the bags named, no other
+    optimizer.zero_grad()
+    assert table.grad is None
+    optimizer.release()
+    assert not model.seed_tower.fields.friends.sparse
 
 
 def test_l2_normalize_matches_f_normalize_forward_and_backward() -> None:

@@ -27,6 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("--test-edges", type=Path, help='held-out pairs, one "u v" per line')
         parser.add_argument("--mode", choices=MODES, default="listwise", help="tower training mode")
         parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+        parser.add_argument("--sparse-rows", type=int, default=TrainConfig.sparse_rows,
+                            help="id tables of at least this many rows train with sparse gradients and lazy Adam "
+                                 "(1: all of them)")
         parser.add_argument("--json", type=Path, help="also write the results as JSON here")
         parser.add_argument("--cohort-max-friends", type=int, default=3,
                             help="people with at most this many known friends form the low-activity cohort")
@@ -36,7 +39,10 @@ class Command(BaseCommand):
             raise CommandError("--holdout must be between 0 and 1")
         if options["k"] < 1:
             raise CommandError("--k must be at least 1")
-        config = TrainConfig(seed=options["seed"], mode=options["mode"], epochs=options["epochs"])
+        if options["sparse_rows"] < 1:
+            raise CommandError("--sparse-rows must be at least 1")
+        config = TrainConfig(seed=options["seed"], mode=options["mode"], epochs=options["epochs"],
+                             sparse_rows=options["sparse_rows"])
         try:
             result = evaluate(
                 options["directory"], holdout=options["holdout"], seed=options["seed"], k=options["k"],

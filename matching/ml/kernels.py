@@ -165,6 +165,8 @@ def _load(shape: tuple[int, int, int] | None) -> ctypes.CDLL | None:
                                                 ctypes.c_uint64, ctypes.c_uint32, c_int, i64_p, _float_p, i64_p]),
                 "bag_backward": (None, [ctypes.c_int64, i64_p, ctypes.c_int64, i64_p, _float_p, c_int, _float_p, c_int,
                                         _float_p]),
+                "lazy_adam_rows": (None, [ctypes.c_int64, c_int, c_int, i64_p, *[_float_p] * 4,
+                                          *[ctypes.c_float] * 7]),
                 "bn_relu_dropout_forward": (None, [ctypes.c_int64, c_int, c_int, *[_float_p] * 3, ctypes.c_float,
                                                    ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, *[_float_p] * 3]),
                 "bn_relu_dropout_backward": (None, [ctypes.c_int64, c_int, c_int, *[_float_p] * 4, ctypes.c_uint64,
@@ -245,6 +247,28 @@ def bag_backward(
         _pointer(weights), int(mean), _pointer(grad), grad.shape[1], _pointer(out),
     )
     return out
+
+
+def lazy_adam_rows(
+    rows: torch.Tensor, grad: torch.Tensor, param: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+    *, lr: float, betas: tuple[float, float], eps: float, weight_decay: float, correction1: float,
+    correction2: float,
+) -> bool:
+    """``train.LazyAdam``'s step on the distinct ``rows`` of a (rows, width) table in place, in one
+    pass (``kernels.cpp`` has the formula); False, and nothing done, where the kernels cannot be
+    built or the tensors are not contiguous float32 on the CPU."""
+    lib = _shape_free()
+    tensors = (grad, param, exp_avg, exp_avg_sq)
+    if lib is None or not all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
+        return False
+    rows = rows.contiguous().long()
+    grad = grad.contiguous()
+    lib.lazy_adam_rows(
+        len(rows), param.shape[1], _threads(len(rows)), _pointer(rows, ctypes.c_int64), _pointer(grad),
+        _pointer(param), _pointer(exp_avg), _pointer(exp_avg_sq), lr, betas[0], betas[1], eps, weight_decay,
+        correction1, correction2,
+    )
+    return True
 
 
 def dropout_multipliers(shape: tuple[int, ...], p: float) -> torch.Tensor | None:
@@ -480,5 +504,5 @@ def attention_layer(
 
 __all__ = [
     "attention_layer", "available", "bag_backward", "bag_gather", "batch_norm_relu_dropout", "disabled",
-    "dropout_multipliers", "field_attention", "library", "padded", "supports",
+    "dropout_multipliers", "field_attention", "lazy_adam_rows", "library", "padded", "supports",
 ]

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from matching.ml import kernels
 from matching.ml.features import adjacency
 from matching.ml.inputs import UserInputs
 from matching.ml.model import RALM, ModelConfig
@@ -394,9 +395,13 @@ class LazyAdam:
         correction1, correction2 = 1 - beta1**self.steps, 1 - beta2**self.steps
         for p, grad in self.gradients():
             rows, g = grad.indices()[0], grad.values()
+            exp_avg, exp_avg_sq = self.state[p]
+            if kernels.lazy_adam_rows(rows, g, p.data, exp_avg, exp_avg_sq, lr=lr, betas=self.betas, eps=self.eps,
+                                      weight_decay=self.weight_decay, correction1=correction1,
+                                      correction2=correction2):
+                continue
             if self.weight_decay:
                 g = g + self.weight_decay * p.index_select(0, rows)
-            exp_avg, exp_avg_sq = self.state[p]
             m = exp_avg.index_select(0, rows).mul_(beta1).add_(g, alpha=1 - beta1)
             v = exp_avg_sq.index_select(0, rows).mul_(beta2).addcmul_(g, g, value=1 - beta2)
             exp_avg.index_copy_(0, rows, m)

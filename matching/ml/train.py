@@ -84,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"negatives must be one of {', '.join(NEGATIVE_SAMPLERS)}")
         if self.pairwise_loss not in ("hinge", "logistic"):
             raise ValueError("pairwise_loss must be hinge or logistic")
+        if self.sparse_rows < 1:
+            raise ValueError("sparse_rows must be at least 1")
 
 
 @dataclass
@@ -421,7 +423,7 @@ class TowerOptimizer:
 
     At 1,000,000 people the friend-bag tables (one row per person, in each tower) are 32 of the
     towers' 33 million parameters; dense, every step zeroed, filled, added, clipped and stepped
-    over all of them (76 of a 112 ms step here, docs/BENCHMARKS.md), for the few thousand rows a
+    over all of them (76 of a 112 ms step here, docs/BENCHMARKS.md), for the 50,000 or so rows a
     batch touches. Gradient clipping takes one norm over both kinds."""
 
     def __init__(self, model: RALM, tc: TrainConfig) -> None:

@@ -119,12 +119,12 @@ class _Base:
 
     @classmethod
     def build(cls, ids: np.ndarray, lon: np.ndarray, lat: np.ndarray, years: np.ndarray) -> _Base:
-        keys = _keys(lon, lat)
+        y = mercator_y(lat)
+        keys = _keys(lon, y)
         order = np.lexsort((ids, keys))
-        ids, lon, lat, years, keys = ids[order], lon[order], lat[order], years[order], keys[order]
+        ids, lon, lat, years, keys, y = ids[order], lon[order], lat[order], years[order], keys[order], y[order]
         by_id = np.argsort(ids, kind="stable")
-        return cls(keys=keys, ids=ids, lon=lon, lat=lat, years=years, by_id=by_id, sorted_ids=ids[by_id],
-                   y=mercator_y(lat))
+        return cls(keys=keys, ids=ids, lon=lon, lat=lat, years=years, by_id=by_id, sorted_ids=ids[by_id], y=y)
 
     def rows_of(self, user_ids: np.ndarray) -> np.ndarray:
         """Base rows of ``user_ids`` that are in the base."""
@@ -188,8 +188,16 @@ def _mercator(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.radians(lon) * MERCATOR_R, mercator_y(np.clip(lat, -85.0, 85.0))
 
 
-def _keys(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    x, y = _mercator(np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64))
+# The northing of +-85 degrees: clipping a northing to these is clipping its latitude first
+# (``mercator_y`` increases with latitude).
+_Y_MIN, _Y_MAX = (float(v) for v in mercator_y(np.array([-85.0, 85.0])))
+
+
+def _keys(lon: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bucket keys of points from their longitudes and northings (``grid.mercator_y``, which the
+    base keeps for snapping too): the keys of ``_mercator``'s clipped coordinates."""
+    x = np.radians(np.asarray(lon, dtype=np.float64)) * MERCATOR_R
+    y = np.clip(y, _Y_MIN, _Y_MAX)
     bx = np.floor(x / BUCKET).astype(np.int64) + _ROW_OFFSET
     by = np.floor(y / BUCKET).astype(np.int64) + _ROW_OFFSET
     return by * _KEY_ROW + bx

@@ -14,26 +14,25 @@ from __future__ import annotations
 import numpy as np
 
 
+def _sorted_runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The values sorted, and where each run of equal values begins (a mask)."""
+    ordered = np.sort(np.asarray(values).ravel())
+    first = np.empty(len(ordered), dtype=bool)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return ordered, first
+
+
 def unique(values: np.ndarray) -> np.ndarray:
     """``np.unique(values)``: the sorted distinct values of a 1-d array."""
-    ordered = np.sort(np.asarray(values).ravel())
-    if len(ordered) < 2:
-        return ordered
-    first = np.empty(len(ordered), dtype=bool)
-    first[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    ordered, first = _sorted_runs(values)
     return ordered[first]
 
 
 def unique_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(values, return_counts=True)``: the sorted distinct values and how often each
     occurs."""
-    ordered = np.sort(np.asarray(values).ravel())
-    if not len(ordered):
-        return ordered, np.zeros(0, dtype=np.intp)
-    first = np.empty(len(ordered), dtype=bool)
-    first[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    ordered, first = _sorted_runs(values)
     starts = np.flatnonzero(first)
     return ordered[starts], np.diff(starts, append=len(ordered))
 

@@ -262,7 +262,6 @@ def lazy_adam_rows(
     if lib is None or not all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
         return False
     rows = rows.contiguous().long()
-    grad = grad.contiguous()
     lib.lazy_adam_rows(
         len(rows), param.shape[1], _threads(len(rows)), _pointer(rows, ctypes.c_int64), _pointer(grad),
         _pointer(param), _pointer(exp_avg), _pointer(exp_avg_sq), lr, betas[0], betas[1], eps, weight_decay,

@@ -184,45 +184,48 @@ class _BagFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         index, offsets, per_sample = ctx.saved_tensors
-        if ctx.sparse:
-            # The touched rows, each once, and the gradient of each: the same one-pass sum as the
-            # dense backward, into a table of the touched rows (members renumbered into it).
-            touched, position = torch.unique(index, return_inverse=True)
-            rows = kernels.bag_backward(len(touched), position, offsets, per_sample, ctx.mode == "mean", grad)
-            if rows is None:
-                counts = torch.diff(offsets, append=offsets.new_tensor([len(index)]))
-                each = grad.index_select(0, torch.repeat_interleave(torch.arange(len(offsets), device=grad.device), counts))
-                if ctx.mode == "mean":
-                    each.div_(counts.clamp_min(1).repeat_interleave(counts).unsqueeze(1).to(grad.dtype))
-                elif per_sample is not None:
-                    each.mul_(per_sample.to(grad.dtype).unsqueeze(1))
-                rows = grad.new_zeros(len(touched), grad.shape[1]).index_add_(0, position, each)
-            sparse = torch.sparse_coo_tensor(touched.unsqueeze(0), rows, (ctx.rows, grad.shape[1]),
-                                             check_invariants=False, is_coalesced=True)
-            return sparse, None, None, None, None, None
-        if grad.device.type != "cpu":  # scipy is CPU only: scatter the members' rows instead
-            counts = torch.diff(offsets, append=offsets.new_tensor([len(index)]))
-            rows = grad.index_select(0, torch.repeat_interleave(torch.arange(len(offsets), device=grad.device), counts))
-            if ctx.mode == "mean":
-                rows = rows / counts.clamp_min(1).repeat_interleave(counts).unsqueeze(1).to(grad.dtype)
-            elif per_sample is not None:
-                rows = rows * per_sample.to(grad.dtype).unsqueeze(1)
-            return grad.new_zeros(ctx.rows, grad.shape[1]).index_add_(0, index, rows), None, None, None, None, None
-        compiled = kernels.bag_backward(ctx.rows, index, offsets, per_sample, ctx.mode == "mean", grad)
-        if compiled is not None:
-            return compiled, None, None, None, None, None
-        members = len(index)
-        indptr = np.append(offsets.numpy(), members)
-        if ctx.mode == "mean":
-            counts = np.diff(indptr)
-            values = np.repeat(1.0 / np.maximum(counts, 1), counts).astype(np.float32)
+        mean = ctx.mode == "mean"
+        if not ctx.sparse:
+            return _table_gradient(ctx.rows, index, offsets, per_sample, mean, grad), None, None, None, None, None
+        # The touched rows, each once and in order, and their gradient: the same sum as the dense
+        # one, over a table of the touched rows (the members renumbered into it).
+        touched, position = torch.unique(index, return_inverse=True)
+        rows = _table_gradient(len(touched), position, offsets, per_sample, mean, grad)
+        sparse = torch.sparse_coo_tensor(touched.unsqueeze(0), rows, (ctx.rows, grad.shape[1]),
+                                         check_invariants=False, is_coalesced=True)
+        return sparse, None, None, None, None, None
+
+
+def _table_gradient(
+    rows: int, index: torch.Tensor, offsets: torch.Tensor, per_sample: torch.Tensor | None, mean: bool,
+    grad: torch.Tensor,
+) -> torch.Tensor:
+    """The (rows, D) gradient of a table used as bags: by the compiled ``kernels.bag_backward``
+    where it builds, else as a scipy sparse product on the CPU, else by scattering the members'
+    rows (other devices)."""
+    if grad.device.type != "cpu":  # scipy is CPU only: scatter the members' rows instead
+        counts = torch.diff(offsets, append=offsets.new_tensor([len(index)]))
+        each = grad.index_select(0, torch.repeat_interleave(torch.arange(len(offsets), device=grad.device), counts))
+        if mean:
+            each = each / counts.clamp_min(1).repeat_interleave(counts).unsqueeze(1).to(grad.dtype)
         elif per_sample is not None:
-            values = per_sample.numpy().astype(np.float32, copy=False)
-        else:
-            values = np.ones(members, dtype=np.float32)
-        bags = sp.csr_matrix((values, index.numpy(), indptr), shape=(len(offsets), ctx.rows))
-        grad_weight = bags.T @ grad.detach().float().numpy()  # (rows, D)
-        return torch.from_numpy(np.ascontiguousarray(grad_weight, dtype=np.float32)), None, None, None, None, None
+            each = each * per_sample.to(grad.dtype).unsqueeze(1)
+        return grad.new_zeros(rows, grad.shape[1]).index_add_(0, index, each)
+    compiled = kernels.bag_backward(rows, index, offsets, per_sample, mean, grad)
+    if compiled is not None:
+        return compiled
+    members = len(index)
+    indptr = np.append(offsets.numpy(), members)
+    if mean:
+        counts = np.diff(indptr)
+        values = np.repeat(1.0 / np.maximum(counts, 1), counts).astype(np.float32)
+    elif per_sample is not None:
+        values = per_sample.numpy().astype(np.float32, copy=False)
+    else:
+        values = np.ones(members, dtype=np.float32)
+    bags = sp.csr_matrix((values, index.numpy(), indptr), shape=(len(offsets), rows))
+    grad_weight = bags.T @ grad.detach().float().numpy()  # (rows, D)
+    return torch.from_numpy(np.ascontiguousarray(grad_weight, dtype=np.float32))
 
 
 def _bag(

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from matching.ml import kernels
+from matching.ml import gemm, kernels
 
 
 @dataclass
@@ -115,7 +115,7 @@ class FieldEmbedding(nn.Module):
         # The group Linears as one block-diagonal matmul: the same maps in one call instead of five.
         weight = torch.block_diag(*(proj.weight for proj in self.dense))  # (G*D, sum(group_dims))
         bias = torch.cat([proj.bias for proj in self.dense])
-        tokens = [F.linear(x.dense, weight, bias).view(batch, len(self.dense), d)]  # (B, G, D)
+        tokens = [gemm.linear(x.dense, weight, bias).view(batch, len(self.dense), d)]  # (B, G, D)
         if self.venues is not None:
             # Weights are normalised per user by the caller; sum == weighted mean.
             tokens.append(_bag(self.venues.weight, x.venue_index, x.venue_offsets, x.venue_weights, "sum",
@@ -461,6 +461,13 @@ class ProductiveAttention(nn.Module):
         return torch.stack(self._weights, dim=1) if self._weights else None
 
 
+def _linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``; an ``nn.Linear`` (not a quantised one) through ``gemm.linear``."""
+    if type(module) is nn.Linear:
+        return gemm.linear(x, module.weight, module.bias)
+    return module(x)
+
+
 class Tower(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -507,7 +514,8 @@ class Tower(nn.Module):
             else:
                 tokens = self.norm2(self.productive(tokens).add_(tokens))
         hidden = self._dnn_folded(tokens.flatten(1)) if folded else self._dnn(tokens.flatten(1))  # (B, F*D) -> (B, 128)
-        return l2_normalize(self.project(self.transform(hidden)))  # (B, 64)
+        linear, prelu = self.transform
+        return l2_normalize(_linear(self.project, prelu(_linear(linear, hidden))))  # (B, 64)
 
     def _dnn(self, x: torch.Tensor) -> torch.Tensor:
         """The DNN block, each layer's BatchNorm, ReLU and dropout in training by the compiled
@@ -516,7 +524,7 @@ class Tower(nn.Module):
         layers = list(self.dnn)
         for i in range(0, len(layers), 4):
             linear, norm, relu, dropout = layers[i:i + 4]
-            z = linear(x)
+            z = _linear(linear, x)
             fused = None
             if isinstance(norm, nn.BatchNorm1d) and isinstance(dropout, Dropout):
                 fused = kernels.batch_norm_relu_dropout(z, norm, dropout.p if dropout.training else 0.0)
@@ -534,7 +542,7 @@ class Tower(nn.Module):
             assert norm.running_mean is not None and norm.running_var is not None
             factor = norm.weight * torch.rsqrt(norm.running_var + norm.eps)  # (H,)
             bias = (linear.bias - norm.running_mean) * factor + norm.bias
-            x = torch.addmm(bias, x, (linear.weight * factor[:, None]).t()).relu_()
+            x = gemm.linear_relu(x, linear.weight * factor[:, None], bias)
         return x
 
 

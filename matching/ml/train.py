@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from matching.ml import kernels
+from matching.ml import allocator, gemm, kernels
 from matching.ml.features import adjacency
 from matching.ml.inputs import UserInputs
 from matching.ml.model import RALM, ModelConfig
@@ -180,12 +180,12 @@ class _InBatchSoftmaxLoss(torch.autograd.Function):
         ctx, seed: torch.Tensor, target: torch.Tensor, log_q: torch.Tensor | None, scale: float,
     ) -> torch.Tensor:
         if log_q is None:
-            logits = torch.mm(seed * scale, target.T)  # (B, B)
+            logits = gemm.mm(seed * scale, target.T)  # (B, B)
         else:
             # The shift as one more column of the product, [scale * s, 1] . [t, -log q]:
             # written by the matrix product itself instead of a (B, B) pass of its own.
             ones = torch.ones(len(seed), 1, dtype=seed.dtype)
-            logits = torch.mm(torch.cat([seed * scale, ones], 1), torch.cat([target, -log_q.unsqueeze(1)], 1).T)
+            logits = gemm.mm(torch.cat([seed * scale, ones], 1), torch.cat([target, -log_q.unsqueeze(1)], 1).T)
         positive = logits.diagonal().clone()  # (B,)
         top = logits.amax(dim=1, keepdim=True)  # (B, 1)
         probabilities = logits.sub_(top).exp_()
@@ -199,7 +199,7 @@ class _InBatchSoftmaxLoss(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         seed, target, probabilities = ctx.saved_tensors
         factor = grad * (ctx.scale / len(seed))  # d loss / d logits = (P - I) / B
-        grad_seed = (probabilities @ target - target).mul_(factor) if ctx.needs_input_grad[0] else None
+        grad_seed = (gemm.mm(probabilities, target) - target).mul_(factor) if ctx.needs_input_grad[0] else None
         grad_target = (probabilities.T @ seed - seed).mul_(factor) if ctx.needs_input_grad[1] else None
         return grad_seed, grad_target, None, None
 
@@ -504,6 +504,7 @@ def _hard_negatives(model: RALM, data: TrainingData, k: int = 20) -> list[np.nda
 
 
 def train_towers(model: RALM, tc: TrainConfig, data: TrainingData, rng: np.random.Generator) -> tuple[dict[str, float], dict[str, list[float]]]:
+    allocator.for_training()  # the same large buffers every step: keep them mapped
     cfg = model.config
     n = data.inputs.n_users
     train_pairs, val_pairs = split_validation(data.positives, tc.validation_share, rng)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from matching.ml import gemm
+
 
 def test_bench_model_reports_rates_and_ratios(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
@@ -21,6 +23,12 @@ def test_bench_model_reports_rates_and_ratios(tmp_path: Path) -> None:
     assert figures["inference_to_dense_ratio"] == pytest.approx(
         figures["inference_users_per_second"] / figures["dense_only_users_per_second"])
     assert figures["data"]["users"] == 400
+    assert figures["machine"]["onednn_products"] is gemm.enabled()
+    if gemm.enabled():  # the stricter reference where the products run in oneDNN
+        assert figures["train_to_dense_onednn_ratio"] == pytest.approx(
+            figures["train_pairs_per_second"] / figures["dense_onednn_users_per_second"])
+    else:
+        assert "dense_onednn_users_per_second" not in figures
 
 
 def test_bench_model_refuses_nothing_to_time() -> None:

@@ -22,6 +22,10 @@ the model of ``default_model_config`` for them, and times three things, each rep
    tower the attention layers and the embeddings cost, and for the machine's speed: the issue
    wrote its goals where this ran about 430,000/s, so ``inference_to_dense_ratio`` and
    ``train_to_dense_ratio`` (each rate over this one, from the same run) compare machines.
+   It runs as PyTorch's modules run it, in PyTorch's BLAS. Where the towers' products go to
+   oneDNN instead (``matching.ml.gemm``: AMD processors with AVX-512, on which MKL runs its AVX2
+   code), ``dense_onednn_users_per_second`` is the same block with its Linears in oneDNN, and
+   ``train_to_dense_onednn_ratio`` the training rate over it: the stricter reference there.
 
 Synthetic shapes follow yelp-small (``../shared/data/lbsn/yelp-small``, 1,000 real users): a
 venue bag per user of median 16 and mean 26 members (log-normal), friend degrees of median 3 and
@@ -56,13 +60,13 @@ import scipy.sparse as sp
 import torch
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from matching.ml import kernels
+from matching.ml import allocator, gemm, kernels
 from matching.ml.features import SCHEMA
 from matching.ml.inputs import UserInputs, cell_buckets
 from matching.ml.model import RALM, ModelConfig, TowerInput, default_model_config
 from matching.ml.train import TrainConfig, directed, downsample_popular, tower_optimizer, tower_train_step
 
-PARTS = ("train", "inference", "inference_pytorch", "inference_with_inputs", "dense_only")
+PARTS = ("train", "inference", "inference_pytorch", "inference_with_inputs", "dense_only", "dense_onednn")
 MIN_SECONDS = 1.0  # each inference run lasts at least this long, so its CPU accounting is exact enough
 QUIET_CORES = 0.1  # a run during which other processes kept less than this busy counts as quiet
 GOALS = {
@@ -109,6 +113,7 @@ class Command(BaseCommand):
             inputs, config, edges = synthetic_inputs(options["users"], rng)
         results: dict[str, Any] = {"machine": _machine(), "model_config": config.to_dict()}
         results["machine"]["attention_kernel"] = kernels.available(config.n_fields, config.token_dim, config.heads)
+        results["machine"]["onednn_products"] = gemm.enabled()
         results["data"] = {
             "source": str(options["lbsn"]) if options["lbsn"] else "synthetic",
             "users": inputs.n_users,
@@ -143,6 +148,11 @@ class Command(BaseCommand):
                 "dense_only_users_per_second", options["repeat"],
                 lambda: _dense_rate(model, options["batch"]),
             )
+            if gemm.enabled():
+                results["dense_onednn"] = self._time(
+                    "dense_onednn_users_per_second", options["repeat"],
+                    lambda: _dense_rate(model, options["batch"], onednn=True),
+                )
         for part in PARTS:
             if part in results:
                 results[results[part]["name"]] = results[part]["median"]
@@ -153,6 +163,8 @@ class Command(BaseCommand):
         if "train" in results and "dense_only" in results:
             # The same for training: the goal's 20,000 pairs/s over that machine's 430,000 (0.047).
             results["train_to_dense_ratio"] = results["train"]["median"] / results["dense_only"]["median"]
+        if "train" in results and "dense_onednn" in results:
+            results["train_to_dense_onednn_ratio"] = results["train"]["median"] / results["dense_onednn"]["median"]
         self._table(results)
         if options["json"]:
             options["json"].parent.mkdir(parents=True, exist_ok=True)
@@ -214,6 +226,10 @@ class Command(BaseCommand):
                 f"training / DNN block alone: {results['train_to_dense_ratio']:.3f} "
                 f"(the goal's 20,000 / 430,000 = {20_000 / 430_000:.3f})"
             )
+        if "train_to_dense_onednn_ratio" in results:
+            self.stdout.write(
+                f"training / DNN block with its Linears in oneDNN: {results['train_to_dense_onednn_ratio']:.3f}"
+            )
         if "inference_to_dense_ratio" in results:
             self.stdout.write(
                 f"inference / DNN block alone: {results['inference_to_dense_ratio']:.2f} "
@@ -221,7 +237,8 @@ class Command(BaseCommand):
             )
         self.stdout.write(
             f"{results['data']['users']:,} users ({results['data']['source']}), torch {m['torch']}, "
-            f"{m['torch_threads']} threads, {m['nproc']} cores ({m['cpu']})"
+            f"{m['torch_threads']} threads, {m['nproc']} cores ({m['cpu']}), products in "
+            f"{'oneDNN' if m['onednn_products'] else 'PyTorch BLAS'}"
         )
 
 
@@ -292,6 +309,7 @@ class _Trainer:
         self.degree = degree
         self.log_q_all = np.log((degree + 1.0) / (degree + 1.0).sum()).astype(np.float32)
         self.optimizer = tower_optimizer(model, self.config)
+        allocator.for_training()  # as train_towers does
         self.queue = np.zeros((0, 2), dtype=np.int64)
 
     def rate(self, steps: int) -> float:
@@ -334,13 +352,21 @@ def _inference_rate(model: RALM, inputs: UserInputs, batches: list[np.ndarray], 
     return users / seconds
 
 
-def _dense_rate(model: RALM, batch: int) -> float:
+def _dense_rate(model: RALM, batch: int, *, onednn: bool = False) -> float:
+    """Users per second of the DNN block in eval mode, as its modules run it, or (``onednn``)
+    with each Linear through ``gemm.linear``."""
     tower = model.target_tower.eval()
     x = torch.randn(batch, tower.config.n_fields * tower.config.token_dim)
+
+    def block(x: torch.Tensor) -> torch.Tensor:
+        for layer in tower.dnn:
+            x = gemm.linear(x, layer.weight, layer.bias) if type(layer) is torch.nn.Linear else layer(x)
+        return x
+
     with torch.inference_mode():
         users, started = 0, time.perf_counter()
         while time.perf_counter() - started < MIN_SECONDS:
-            tower.dnn(x)
+            block(x) if onednn else tower.dnn(x)
             users += batch
         seconds = time.perf_counter() - started
     return users / seconds

@@ -348,6 +348,69 @@ def test_training_step_gradients_match_pytorch(shared: bool, b: int) -> None:
         assert torch.allclose(compiled[name], plain[name], atol=1e-4, rtol=1e-3), name
 
 
+def test_training_step_gradients_match_pytorch_with_dropout(monkeypatch) -> None:
+    """The same comparison with every dropout on. The two paths draw their attention masks in
+    different layouts (the kernels one (B, H, keys, queries padded) per layer, PyTorch one (B,
+    queries, keys) per head), so here both read one fixed mask per layer through their own
+    layout; the DNN layers' masks come from the seeded stream on both paths, as in
+    ``test_batch_norm_relu_dropout_matches_pytorch``."""
+    from matching.ml.model import Dropout
+    from matching.ml.train import listwise_loss
+
+    p, b = 0.2, 300
+    config = make((25, 22, 10, 16, 51), dropout=p)
+    f, heads = config.n_fields, config.heads
+    model = trained_looking(config).train()
+    seeds, targets = inputs(config, b, seed=1), inputs(config, b, seed=2)
+    log_q = torch.randn(b, generator=torch.Generator().manual_seed(3))
+    towers = torch.nn.ModuleList([model.seed_tower, model.target_tower])
+    g = torch.Generator().manual_seed(4)
+    masks = [(torch.rand(b, heads, f, f, generator=g) >= p).float() / (1 - p) for _ in range(4)]  # (B, H, q, k)
+    real = kernels.dropout_multipliers
+    drawn: list[tuple[int, ...]] = []
+
+    def multipliers(shape: tuple[int, ...], rate: float) -> torch.Tensor | None:
+        if len(shape) == 4:  # the kernels' layer: (B, H, keys, queries padded)
+            out = torch.zeros(shape)
+            out[..., :f] = masks[len(drawn)].transpose(2, 3)
+            drawn.append(shape)
+            return out
+        if len(shape) == 3:  # PyTorch's head: (B, queries, keys)
+            layer, head = divmod(len(drawn), heads)
+            drawn.append(shape)
+            return masks[layer][:, head]
+        before = kernels._enabled
+        kernels._enabled = True  # a DNN layer's Dropout: the seeded multipliers, as the kernel's
+        try:
+            return real(shape, rate)
+        finally:
+            kernels._enabled = before
+
+    monkeypatch.setattr(kernels, "dropout_multipliers", multipliers)
+
+    def grads() -> dict[str, torch.Tensor]:
+        drawn.clear()
+        towers.zero_grad()
+        torch.manual_seed(9)
+        listwise_loss(model.seed_embed(seeds), model.target_embed(targets), log_q, config.temperature).backward()
+        return {name: q.grad.clone() for name, q in towers.named_parameters() if q.grad is not None}
+
+    compiled = grads()
+    assert [len(shape) for shape in drawn] == [4] * 4
+    with kernels.disabled():
+        plain = grads()
+    assert [len(shape) for shape in drawn] == [3] * (4 * heads)
+    assert compiled.keys() == plain.keys()
+    for name in plain:
+        assert torch.allclose(compiled[name], plain[name], atol=1e-4, rtol=1e-3), name
+    # and the masks mattered: without dropout the gradients differ
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.p = 0.0
+    unmasked = grads()
+    assert not torch.allclose(unmasked["0.dnn.0.weight"], plain["0.dnn.0.weight"], atol=1e-4, rtol=1e-3)
+
+
 def test_dropout_multipliers_keep_the_asked_share_reproducibly() -> None:
     torch.manual_seed(5)
     first = kernels.dropout_multipliers((999, 1001), 0.3)  # an odd count: the last element too

@@ -99,6 +99,44 @@ extern "C" void dropout_multipliers(int64_t n, int threads, uint64_t seed, uint3
     if (n % 2) out[n - 1] = stream.bits16(n - 1) >= threshold ? scale : 0.0f;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * The in-batch loss's softmax (``train._InBatchSoftmaxLoss``), row by row in place: x (rows x cols,
+ * row-major) becomes exp(x - max) / sum, and lse[r] = log(sum) + max, the row's log-sum-exp. Each
+ * row (4 KB at a batch of 1,024) is read for its maximum, then exponentiated and summed, then
+ * scaled while it is in L1: PyTorch took five passes over the whole matrix (maximum, subtract,
+ * exp, sum, divide), each out of L2 or memory.
+ * ------------------------------------------------------------------------------------------- */
+extern "C" void softmax_rows(int64_t rows, int64_t cols, int threads, float *x, float *lse)
+{
+    const int64_t vec = cols / 8 * 8;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        float *row = x + r * cols;
+        v8 top8 = splat(-__builtin_inff());
+        for (int64_t c = 0; c < vec; c += 8) top8 = vmax(top8, load(row + c));
+        float top = -__builtin_inff();
+        for (int k = 0; k < 8; k++) top = top8[k] > top ? top8[k] : top;
+        for (int64_t c = vec; c < cols; c++) top = row[c] > top ? row[c] : top;
+        v8 sum8 = {};
+        for (int64_t c = 0; c < vec; c += 8) {
+            const v8 e = exp_nonpositive(load(row + c) - top);
+            store(row + c, e);
+            sum8 += e;
+        }
+        float sum = 0.0f;
+        for (int k = 0; k < 8; k++) sum += sum8[k];
+        for (int64_t c = vec; c < cols; c++) {
+            v8 tail = splat(row[c] - top);
+            row[c] = exp_nonpositive(tail)[0];
+            sum += row[c];
+        }
+        const float inv = 1.0f / sum;
+        for (int64_t c = 0; c < vec; c += 8) store(row + c, load(row + c) * inv);
+        for (int64_t c = vec; c < cols; c++) row[c] *= inv;
+        lse[r] = __builtin_logf(sum) + top;
+    }
+}
+
 /* The id bags of a batch (``inputs.UserInputs.batch``): for each of n rows, the stored members of
  * its CSR row (indptr, indices, data; members: each stored member's embedding row) without the
  * member hide[i] (hide may be null; -1 hides nobody) and, when threshold > 0, without those whose

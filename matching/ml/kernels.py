@@ -167,6 +167,7 @@ def _load(shape: tuple[int, int, int] | None) -> ctypes.CDLL | None:
                                         _float_p]),
                 "lazy_adam_rows": (None, [ctypes.c_int64, c_int, c_int, i64_p, *[_float_p] * 4,
                                           *[ctypes.c_float] * 7]),
+                "softmax_rows": (None, [ctypes.c_int64, ctypes.c_int64, c_int, _float_p, _float_p]),
                 "bn_relu_dropout_forward": (None, [ctypes.c_int64, c_int, c_int, *[_float_p] * 3, ctypes.c_float,
                                                    ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, *[_float_p] * 3]),
                 "bn_relu_dropout_backward": (None, [ctypes.c_int64, c_int, c_int, *[_float_p] * 4, ctypes.c_uint64,
@@ -247,6 +248,18 @@ def bag_backward(
         _pointer(weights), int(mean), _pointer(grad), grad.shape[1], _pointer(out),
     )
     return out
+
+
+def softmax_rows_(x: torch.Tensor) -> torch.Tensor | None:
+    """Each row of the (rows, cols) float32 ``x`` replaced in place by its softmax; returns the
+    rows' log-sum-exp (rows,). None, and ``x`` untouched, where the kernels cannot be built or
+    ``x`` is not a contiguous float32 matrix on the CPU."""
+    lib = _shape_free()
+    if lib is None or x.dim() != 2 or x.device.type != "cpu" or x.dtype != torch.float32 or not x.is_contiguous():
+        return None
+    lse = torch.empty(x.shape[0])
+    lib.softmax_rows(x.shape[0], x.shape[1], _threads(x.numel() // 1024), _pointer(x), _pointer(lse))
+    return lse
 
 
 def lazy_adam_rows(
@@ -503,5 +516,5 @@ def attention_layer(
 
 __all__ = [
     "attention_layer", "available", "bag_backward", "bag_gather", "batch_norm_relu_dropout", "disabled",
-    "dropout_multipliers", "field_attention", "lazy_adam_rows", "library", "padded", "supports",
+    "dropout_multipliers", "field_attention", "lazy_adam_rows", "library", "padded", "softmax_rows_", "supports",
 ]

@@ -187,13 +187,16 @@ class _InBatchSoftmaxLoss(torch.autograd.Function):
             ones = torch.ones(len(seed), 1, dtype=seed.dtype)
             logits = gemm.mm(torch.cat([seed * scale, ones], 1), torch.cat([target, -log_q.unsqueeze(1)], 1).T)
         positive = logits.diagonal().clone()  # (B,)
-        top = logits.amax(dim=1, keepdim=True)  # (B, 1)
-        probabilities = logits.sub_(top).exp_()
-        total = probabilities.sum(dim=1, keepdim=True)
-        probabilities.div_(total)
-        ctx.save_for_backward(seed, target, probabilities)
+        log_total = kernels.softmax_rows_(logits)  # one pass a row, the row in L1
+        if log_total is None:
+            top = logits.amax(dim=1, keepdim=True)  # (B, 1)
+            logits.sub_(top).exp_()
+            total = logits.sum(dim=1, keepdim=True)
+            logits.div_(total)
+            log_total = (total.log() + top).squeeze(1)
+        ctx.save_for_backward(seed, target, logits)  # now the softmax P
         ctx.scale = scale
-        return (total.log() + top).squeeze(1).sub_(positive).mean()
+        return log_total.sub_(positive).mean()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
@@ -448,8 +451,9 @@ class TowerOptimizer:
             torch.linalg.vector_norm(self.dense.flat.grad), *(torch.linalg.vector_norm(v) for v in sparse),
         ]))
         scale = (max_norm / (total + 1e-6)).clamp_(max=1.0)
-        for values in (self.dense.flat.grad, *sparse):
-            values.mul_(scale)
+        if float(scale) < 1.0:  # most steps are under the norm: no pass over the gradients
+            for values in (self.dense.flat.grad, *sparse):
+                values.mul_(scale)
         return total
 
     def step(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -409,6 +410,42 @@ def test_training_step_gradients_match_pytorch_with_dropout(monkeypatch) -> None
             module.p = 0.0
     unmasked = grads()
     assert not torch.allclose(unmasked["0.dnn.0.weight"], plain["0.dnn.0.weight"], atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(1024, 1024), (7, 13), (300, 8), (1, 3)])
+def test_softmax_rows_match_pytorch(rows: int, cols: int) -> None:
+    g = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, cols, generator=g) * 8
+    x[0, 0] = -200.0  # far under the row's maximum: exp underflows to 0, not to garbage
+    expected, lse = torch.softmax(x, dim=1), torch.logsumexp(x, dim=1)
+    got = x.clone()
+    log_total = kernels.softmax_rows_(got)
+    assert log_total is not None
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(log_total, lse, rtol=1e-6, atol=1e-5)
+    assert kernels.softmax_rows_(torch.randn(4, 6)[:, ::2]) is None  # not contiguous: left to PyTorch
+    with kernels.disabled():
+        assert kernels.softmax_rows_(x) is None
+
+
+@pytest.mark.parametrize("log_q", [True, False])
+def test_in_batch_loss_and_its_gradients_are_the_same_with_the_softmax_kernel(log_q: bool) -> None:
+    from matching.ml.train import listwise_loss
+
+    g = torch.Generator().manual_seed(2)
+    seed = torch.nn.functional.normalize(torch.randn(300, 16, generator=g), dim=1).requires_grad_()
+    target = torch.nn.functional.normalize(torch.randn(300, 16, generator=g), dim=1).requires_grad_()
+    shift = torch.randn(300, generator=g) if log_q else None
+    results = []
+    for compiled in (True, False):
+        with contextlib.nullcontext() if compiled else kernels.disabled():
+            loss = listwise_loss(seed, target, shift, 0.05)
+            results.append((loss, *torch.autograd.grad(loss, (seed, target))))
+    reference = torch.nn.functional.cross_entropy(
+        seed @ target.T / 0.05 - (shift if log_q else torch.zeros(300)), torch.arange(300))
+    torch.testing.assert_close(results[0][0], reference, rtol=1e-5, atol=1e-5)
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_dropout_multipliers_keep_the_asked_share_reproducibly() -> None:

@@ -295,6 +295,19 @@ def test_lazy_adam_sums_a_row_that_appears_twice_before_stepping() -> None:
     assert torch.allclose(table, reference)
 
 
+def test_the_tower_optimizer_leaves_gradients_under_the_clipping_norm_as_they_are() -> None:
+    model = RALM(config())
+    tc = TrainConfig(grad_clip=1e6)
+    optimizer = tower_optimizer(model, tc)
+    x = batch(6)
+    listwise_loss(model.seed_embed(x), model.target_embed(x), None, 0.1).backward()
+    assert optimizer.dense.flat.grad is not None
+    before = optimizer.dense.flat.grad.clone()
+    norm = optimizer.clip_grad_norm_(tc.grad_clip)
+    assert 0 < float(norm) < tc.grad_clip
+    assert torch.equal(optimizer.dense.flat.grad, before)
+
+
 def test_the_tower_optimizer_takes_large_tables_sparse_and_clips_everything_together() -> None:
     model = RALM(config(user_buckets=50, venue_buckets=10))
     tc = TrainConfig(sparse_rows=50, grad_clip=0.01)

@@ -12,7 +12,8 @@ the ReLU fused), the operator PyTorch's own compiler emits for a Linear on the C
 for at first use and everything falls back to PyTorch's operators without it. The products where
 oneDNN gains are those whose left operand is row-major: a Linear's forward and its input's
 gradient, and the in-batch loss's logits and the seed side of its gradient. The weight gradient
-(``dy.T @ x``, both operands read down the batch) was no faster, so it stays with MKL.
+(``dy.T @ x``, both operands read down the batch) was no faster, on the operands as they are or
+on transposed copies once the copies were paid for, so it stays with MKL.
 
 ``SOCIALMATCH_GEMM`` overrides the choice: ``auto`` (the default, oneDNN on a non-Intel processor
 with AVX-512), ``onednn`` or ``blas``. The two give the same products up to float32 rounding in

@@ -10,8 +10,8 @@ heap and up to 128 MiB of freed heap mapped: no faults in the steady state, at t
 much memory held between steps.
 
 ``for_training()`` sets them once per process. It leaves glibc alone where the process was started
-with ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` (the operator's choice), and does
-nothing off glibc.
+with ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_``, or either threshold in
+``GLIBC_TUNABLES`` (the operator's choice), and does nothing off glibc.
 """
 
 from __future__ import annotations
@@ -27,12 +27,19 @@ MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 128 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # malloc.h
 ENVIRONMENT = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")  # in GLIBC_TUNABLES
+
+
+def operator_chose() -> bool:
+    """Whether the process was started with its own thresholds, either way glibc takes them."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return any(name in os.environ for name in ENVIRONMENT) or any(name in tunables for name in TUNABLES)
 
 
 @functools.cache
 def for_training() -> bool:
     """Fix the thresholds for this process; True when they are now the ones above."""
-    if any(name in os.environ for name in ENVIRONMENT):
+    if operator_chose():
         return False
     try:
         libc = ctypes.CDLL(None)

@@ -7,8 +7,7 @@ Zen 5 core pair the towers' products ran at 180 to 210 GFLOP/s in MKL and 380 to
 (docs/BENCHMARKS.md, "On the ninth machine"). On Intel processors MKL already runs AVX-512, and
 on AVX2-only processors the two are level (the seventh session, Zen 3), so there nothing changes.
 
-oneDNN is reached through ``torch.ops.mkldnn._linear_pointwise`` (``x @ w.T + b``, optionally with
-the ReLU fused), the operator PyTorch's own compiler emits for a Linear on the CPU; it is checked
+oneDNN is reached through ``torch.ops.mkldnn._linear_pointwise`` (``x @ w.T + b``), the operator PyTorch's own compiler emits for a Linear on the CPU; it is checked
 for at first use and everything falls back to PyTorch's operators without it. The products where
 oneDNN gains are those whose left operand is row-major: a Linear's forward and its input's
 gradient, and the in-batch loss's logits and the seed side of its gradient. The weight gradient
@@ -17,7 +16,7 @@ on transposed copies once the copies were paid for, so it stays with MKL.
 
 ``SOCIALMATCH_GEMM`` overrides the choice: ``auto`` (the default, oneDNN on a non-Intel processor
 with AVX-512), ``onednn`` or ``blas``. The two give the same products up to float32 rounding in
-a different summation order (tests hold them to 1e-5).
+a different summation order (tests hold a product to 1e-5, the towers' gradients to 1e-4 relative).
 """
 
 from __future__ import annotations
@@ -28,15 +27,26 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 CHOICES = ("auto", "onednn", "blas")
 
 
+@functools.cache
 def _operator():
-    """oneDNN's Linear, or None when this PyTorch has none."""
+    """oneDNN's Linear, or None when this PyTorch has none or it does not answer a trial product
+    as ``F.linear`` does (a private operator: its signature may change with PyTorch)."""
     if not torch.backends.mkldnn.is_available():
         return None
-    return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    if op is None:
+        return None
+    x, w, b = torch.arange(6.0).view(2, 3), torch.arange(12.0).view(4, 3), torch.arange(4.0)
+    try:
+        ok = torch.equal(op(x, w, b, "none", [], ""), F.linear(x, w, b))
+    except (RuntimeError, TypeError):
+        ok = False
+    return op if ok else None
 
 
 def _blas_at_half_width(text: str | None = None) -> bool:
@@ -68,7 +78,7 @@ def enabled() -> bool:
 
 def _applies(*tensors: torch.Tensor) -> bool:
     return (
-        enabled() and not torch.is_autocast_enabled("cpu")
+        enabled() and torch.backends.mkldnn.enabled and not torch.is_autocast_enabled("cpu")
         and all(t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 2 and t.numel() for t in tensors)
     )
 
@@ -92,10 +102,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 def linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``relu(x @ weight.T + bias)`` without gradients, the ReLU fused into the product."""
-    if _applies(x, weight):
-        return _onednn(x, weight, bias, "relu")
-    return torch.addmm(bias, x, weight.t()).relu_()
+    """``relu(x @ weight.T + bias)`` without gradients. The ReLU is PyTorch's on both paths, not
+    oneDNN's fused one, which turns a NaN into 0: a person with a broken feature keeps a NaN
+    embedding that shows, not one made of biases (the fused ReLU was under 1% faster here)."""
+    z = _onednn(x, weight, bias) if _applies(x, weight) else torch.addmm(bias, x, weight.t())
+    return z.relu_()
 
 
 class _Linear(torch.autograd.Function):
@@ -108,6 +119,7 @@ class _Linear(torch.autograd.Function):
         return _onednn(x, weight, bias)
 
     @staticmethod
+    @once_differentiable  # no graph of its own: a second derivative raises rather than comes out 0
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()

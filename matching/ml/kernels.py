@@ -257,7 +257,7 @@ def softmax_rows_(x: torch.Tensor) -> torch.Tensor | None:
     lib = _shape_free()
     if lib is None or x.dim() != 2 or x.device.type != "cpu" or x.dtype != torch.float32 or not x.is_contiguous():
         return None
-    lse = torch.empty(x.shape[0])
+    lse = torch.empty(x.shape[0], dtype=torch.float32)
     lib.softmax_rows(x.shape[0], x.shape[1], _threads(x.numel() // 1024), _pointer(x), _pointer(lse))
     return lse
 

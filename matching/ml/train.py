@@ -451,7 +451,7 @@ class TowerOptimizer:
             torch.linalg.vector_norm(self.dense.flat.grad), *(torch.linalg.vector_norm(v) for v in sparse),
         ]))
         scale = (max_norm / (total + 1e-6)).clamp_(max=1.0)
-        if float(scale) < 1.0:  # most steps are under the norm: no pass over the gradients
+        if not float(scale) >= 1.0:  # most steps are under the norm: no pass (a NaN norm still spreads)
             for values in (self.dense.flat.grad, *sparse):
                 values.mul_(scale)
         return total

@@ -40,7 +40,7 @@ print(json.dumps({"tuned": tuned, "mapped": during.hblkhd - before.hblkhd, "kept
 
 
 def probe(mode: str, **env: str) -> dict[str, object]:
-    environment = {k: v for k, v in os.environ.items() if k not in allocator.ENVIRONMENT} | env
+    environment = {k: v for k, v in os.environ.items() if k not in (*allocator.ENVIRONMENT, "GLIBC_TUNABLES")} | env
     done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, env=environment, cwd=ROOT,
                           check=True, timeout=60)
     return json.loads(done.stdout)
@@ -62,7 +62,9 @@ def test_for_training_keeps_large_blocks_in_the_heap_and_mapped_once_freed():
     assert seen["kept"] >= 16 << 20  # freed at the heap's top, under the trim threshold: kept
 
 
-def test_the_operators_own_thresholds_are_left_alone():
-    seen = probe("tuned", MALLOC_MMAP_THRESHOLD_="131072")
+@pytest.mark.parametrize("env", [{"MALLOC_MMAP_THRESHOLD_": "131072"},
+                                 {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=131072"}])
+def test_the_operators_own_thresholds_are_left_alone(env):
+    seen = probe("tuned", **env)
     assert seen["tuned"] is False
     assert seen["mapped"] >= 16 << 20

@@ -68,23 +68,29 @@ def test_linear_forward_and_gradients_match_pytorch(choose, rows):
 
 
 @needs_onednn
-def test_products_on_strided_operands_and_the_fused_relu(choose):
+def test_products_on_strided_operands_and_the_linear_relu(choose):
     assert choose("onednn")
     g = torch.Generator().manual_seed(0)
     a = torch.randn(50, 70, generator=g)[:, 5:45]  # rows with a stride
     b = torch.randn(30, 40, generator=g).t()  # a transposed view
     torch.testing.assert_close(gemm.mm(a, b), a @ b, rtol=1e-5, atol=1e-5)
     weight, bias = torch.randn(16, 40, generator=g), torch.randn(16, generator=g)
-    fused = gemm.linear_relu(a, weight, bias)
-    torch.testing.assert_close(fused, torch.relu(a @ weight.t() + bias), rtol=1e-5, atol=1e-5)
-    assert (fused >= 0).all() and (fused == 0).any()
+    activated = gemm.linear_relu(a, weight, bias)
+    torch.testing.assert_close(activated, torch.relu(a @ weight.t() + bias), rtol=1e-5, atol=1e-5)
+    assert (activated >= 0).all() and (activated == 0).any()
 
 
 @needs_onednn
 def test_empty_batches_other_dtypes_and_autocast_keep_pytorch(choose):
     assert choose("onednn")
     weight = torch.randn(4, 3, requires_grad=True)
-    assert gemm.linear(torch.zeros(0, 3), weight).shape == (0, 4)
+    empty = gemm.linear(torch.zeros(0, 3), weight)
+    assert empty.shape == (0, 4) and type(empty.grad_fn).__name__ != "_LinearBackward"
+    torch.backends.mkldnn.enabled = False  # PyTorch's own switch for oneDNN
+    try:
+        assert type(gemm.linear(torch.ones(2, 3), weight).grad_fn).__name__ != "_LinearBackward"
+    finally:
+        torch.backends.mkldnn.enabled = True
     doubles = gemm.linear(torch.randn(2, 3, dtype=torch.float64), weight.detach().double())
     assert doubles.dtype == torch.float64
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -122,3 +128,23 @@ def test_folded_inference_is_the_same_either_way(choose):
         with torch.inference_mode():
             embeddings.append(model.target_embed(inputs(config, 200)))
     torch.testing.assert_close(embeddings[1], embeddings[0], rtol=1e-5, atol=1e-6)
+
+
+@needs_onednn
+def test_a_second_derivative_through_the_onednn_linear_is_refused(choose):
+    assert choose("onednn")
+    x, weight = torch.randn(5, 3, requires_grad=True), torch.randn(4, 3, requires_grad=True)
+    (grad_x,) = torch.autograd.grad(gemm.linear(x, weight).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|double backward|differentiable"):
+        grad_x.sum().backward()
+
+
+@pytest.mark.parametrize("choice", ["blas", "onednn"])
+def test_a_nan_feature_stays_nan_through_the_relu_on_both_paths(choose, choice):
+    if choice == "onednn" and gemm._operator() is None:
+        pytest.skip("this PyTorch has no oneDNN Linear")
+    choose(choice)
+    x = torch.tensor([[1.0, float("nan")], [1.0, -2.0], [2.0, 1.0]])
+    out = gemm.linear_relu(x, torch.ones(3, 2), torch.zeros(3))
+    assert out[0].isnan().all()
+    assert torch.equal(out[1:], torch.tensor([[0.0, 0.0, 0.0], [3.0, 3.0, 3.0]]))

@@ -302,10 +302,11 @@ def test_the_tower_optimizer_leaves_gradients_under_the_clipping_norm_as_they_ar
     x = batch(6)
     listwise_loss(model.seed_embed(x), model.target_embed(x), None, 0.1).backward()
     assert optimizer.dense.flat.grad is not None
-    before = optimizer.dense.flat.grad.clone()
+    before, version = optimizer.dense.flat.grad.clone(), optimizer.dense.flat.grad._version
     norm = optimizer.clip_grad_norm_(tc.grad_clip)
     assert 0 < float(norm) < tc.grad_clip
     assert torch.equal(optimizer.dense.flat.grad, before)
+    assert optimizer.dense.flat.grad._version == version  # not even multiplied by one
 
 
 def test_the_tower_optimizer_takes_large_tables_sparse_and_clips_everything_together() -> None:

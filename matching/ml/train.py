@@ -260,6 +260,7 @@ def sample_negatives(
 def _embed(model: RALM, inputs: UserInputs, config: ModelConfig, which: str, batch: int = 4096) -> np.ndarray:
     tower = model.seed_tower if which == "seed" else model.target_tower
     tower.eval()
+    allocator.for_batch_work()  # each batch's activations again: keep them mapped
     out = []
     with torch.no_grad():
         for start in range(0, inputs.n_users, batch):
@@ -508,7 +509,7 @@ def _hard_negatives(model: RALM, data: TrainingData, k: int = 20) -> list[np.nda
 
 
 def train_towers(model: RALM, tc: TrainConfig, data: TrainingData, rng: np.random.Generator) -> tuple[dict[str, float], dict[str, list[float]]]:
-    allocator.for_training()  # the same large buffers every step: keep them mapped
+    allocator.for_batch_work()  # the same large buffers every step: keep them mapped
     cfg = model.config
     n = data.inputs.n_users
     train_pairs, val_pairs = split_validation(data.positives, tc.validation_share, rng)

@@ -15,7 +15,7 @@ from matching.ml import allocator
 ROOT = Path(__file__).resolve().parents[2]
 
 # A fresh interpreter: report where glibc puts a 16 MiB block, and what stays mapped once it is
-# freed at the top of the heap, with or without allocator.for_training().
+# freed at the top of the heap, with or without allocator.for_batch_work().
 PROBE = """
 import ctypes, json, sys
 from matching.ml import allocator
@@ -28,7 +28,7 @@ libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Info
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
-tuned = allocator.for_training() if sys.argv[1] == "tuned" else None
+tuned = allocator.for_batch_work() if sys.argv[1] == "tuned" else None
 before = libc.mallinfo2()
 block = libc.malloc(16 << 20)
 ctypes.memset(block, 1, 16 << 20)
@@ -55,7 +55,7 @@ def test_defaults_map_a_large_block_and_give_it_back():
     assert seen["kept"] < 16 << 20
 
 
-def test_for_training_keeps_large_blocks_in_the_heap_and_mapped_once_freed():
+def test_for_batch_work_keeps_large_blocks_in_the_heap_and_mapped_once_freed():
     seen = probe("tuned")
     assert seen["tuned"] is True
     assert seen["mapped"] == 0

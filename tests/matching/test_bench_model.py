@@ -24,7 +24,7 @@ def test_bench_model_reports_rates_and_ratios(tmp_path: Path) -> None:
         figures["inference_users_per_second"] / figures["dense_only_users_per_second"])
     assert figures["data"]["users"] == 400
     assert figures["machine"]["onednn_products"] is gemm.enabled()
-    assert isinstance(figures["machine"]["training_malloc_thresholds"], bool)
+    assert isinstance(figures["machine"]["batch_malloc_thresholds"], bool)
     if gemm.enabled():  # the stricter reference where the products run in oneDNN
         assert figures["train_to_dense_onednn_ratio"] == pytest.approx(
             figures["train_pairs_per_second"] / figures["dense_onednn_users_per_second"])

@@ -123,8 +123,8 @@ class Command(BaseCommand):
             "mean_friend_bag": float(np.diff(inputs.friends.indptr).mean()),
         }
         model = RALM(config)
-        # Inference first: training fixes the process's malloc thresholds (allocator.for_training),
-        # which serving processes do not have.
+        # As the processes that train and embed run (allocator.for_batch_work), for every part.
+        results["machine"]["batch_malloc_thresholds"] = allocator.for_batch_work()
         if not options["skip_inference"]:
             rows = np.resize(np.arange(inputs.n_users), options["users"])
             batches = [rows[s:s + options["batch"]] for s in range(0, len(rows), options["batch"])]
@@ -152,7 +152,6 @@ class Command(BaseCommand):
                 )
         if not options["skip_train"]:
             trainer = _Trainer(model, inputs, edges, rng)
-            results["machine"]["training_malloc_thresholds"] = allocator.for_training()
             results["train"] = self._time(
                 "train_pairs_per_second", options["repeat"], lambda: trainer.rate(options["steps"]),
             )
@@ -312,7 +311,7 @@ class _Trainer:
         self.degree = degree
         self.log_q_all = np.log((degree + 1.0) / (degree + 1.0).sum()).astype(np.float32)
         self.optimizer = tower_optimizer(model, self.config)
-        allocator.for_training()  # as train_towers does
+        allocator.for_batch_work()  # as train_towers does
         self.queue = np.zeros((0, 2), dtype=np.int64)
 
     def rate(self, steps: int) -> float:

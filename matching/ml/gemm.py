@@ -10,9 +10,11 @@ on AVX2-only processors the two are level (the seventh session, Zen 3), so there
 oneDNN is reached through ``torch.ops.mkldnn._linear_pointwise`` (``x @ w.T + b``), the operator PyTorch's own compiler emits for a Linear on the CPU; it is checked
 for at first use and everything falls back to PyTorch's operators without it. The products where
 oneDNN gains are those whose left operand is row-major: a Linear's forward and its input's
-gradient, and the in-batch loss's logits and the seed side of its gradient. The weight gradient
-(``dy.T @ x``, both operands read down the batch) was no faster, on the operands as they are or
-on transposed copies once the copies were paid for, so it stays with MKL.
+gradient, and the in-batch loss's logits and the seed side of its gradient. A product down the
+rows (``a.T @ b``: a weight gradient ``dy.T @ x``, the loss's target side ``P.T @ seed``) was no
+faster with ``a`` read transposed in place; ``mm_tn`` copies the smaller operand transposed
+(``kernels.transposed``) and lets oneDNN read the other transposed in place, which it does at
+full rate.
 
 ``SOCIALMATCH_GEMM`` overrides the choice: ``auto`` (the default, oneDNN on a non-Intel processor
 with AVX-512), ``onednn`` or ``blas``. The two give the same products up to float32 rounding in
@@ -28,6 +30,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+
+from matching.ml import kernels
 
 CHOICES = ("auto", "onednn", "blas")
 
@@ -94,6 +98,18 @@ def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.mm(a, b)
 
 
+def mm_tn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a.T @ b`` for 2-d tensors with the same rows (a weight gradient ``dy.T @ x``; the loss's
+    ``P.T @ seed``), outside autograd. oneDNN wants its left operand row-major and reads the right
+    one transposed in place: so the smaller of the two is copied transposed, ``a`` as the left
+    operand, or ``b`` for ``(b.T @ a).T`` with the result transposed back."""
+    if not _applies(a, b):
+        return torch.mm(a.t(), b)
+    if a.numel() <= b.numel():
+        return _onednn(kernels.transposed(a.contiguous()), b.t(), None)
+    return kernels.transposed(_onednn(kernels.transposed(b.contiguous()), a.t(), None))
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for a 2-d ``x``, with gradients."""
     if _applies(x, weight) and (bias is None or bias.dtype == torch.float32):
@@ -110,7 +126,7 @@ def linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> to
 
 
 class _Linear(torch.autograd.Function):
-    """A Linear whose forward and input gradient run in oneDNN; the weight gradient in MKL."""
+    """A Linear in oneDNN, forward and backward."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
@@ -124,6 +140,6 @@ class _Linear(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()
         grad_x = mm(grad, weight) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.mm(grad.t(), x) if ctx.needs_input_grad[1] else None
+        grad_weight = mm_tn(grad, x) if ctx.needs_input_grad[1] else None
         grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias

@@ -168,6 +168,7 @@ def _load(shape: tuple[int, int, int] | None) -> ctypes.CDLL | None:
                 "lazy_adam_rows": (None, [ctypes.c_int64, c_int, c_int, i64_p, *[_float_p] * 4,
                                           *[ctypes.c_float] * 7]),
                 "softmax_rows": (None, [ctypes.c_int64, ctypes.c_int64, c_int, _float_p, _float_p]),
+                "transpose": (None, [ctypes.c_int64, ctypes.c_int64, c_int, _float_p, _float_p]),
                 "bn_relu_dropout_forward": (None, [ctypes.c_int64, c_int, c_int, *[_float_p] * 3, ctypes.c_float,
                                                    ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, *[_float_p] * 3]),
                 "bn_relu_dropout_backward": (None, [ctypes.c_int64, c_int, c_int, *[_float_p] * 4, ctypes.c_uint64,
@@ -260,6 +261,17 @@ def softmax_rows_(x: torch.Tensor) -> torch.Tensor | None:
     lse = torch.empty(x.shape[0], dtype=torch.float32)
     lib.softmax_rows(x.shape[0], x.shape[1], _threads(x.numel() // 1024), _pointer(x), _pointer(lse))
     return lse
+
+
+def transposed(x: torch.Tensor) -> torch.Tensor:
+    """``x.t().contiguous()`` for a 2-d tensor: in tiles (``kernels.cpp``) for a contiguous float32
+    one on the CPU, else by PyTorch."""
+    lib = _shape_free()
+    if lib is None or x.dim() != 2 or x.device.type != "cpu" or x.dtype != torch.float32 or not x.is_contiguous():
+        return x.t().contiguous()
+    out = torch.empty(x.shape[1], x.shape[0], dtype=torch.float32)
+    lib.transpose(x.shape[0], x.shape[1], _threads(x.numel() // 2048), _pointer(x), _pointer(out))
+    return out
 
 
 def lazy_adam_rows(
@@ -517,4 +529,5 @@ def attention_layer(
 __all__ = [
     "attention_layer", "available", "bag_backward", "bag_gather", "batch_norm_relu_dropout", "disabled",
     "dropout_multipliers", "field_attention", "lazy_adam_rows", "library", "padded", "softmax_rows_", "supports",
+    "transposed",
 ]

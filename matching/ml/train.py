@@ -203,7 +203,7 @@ class _InBatchSoftmaxLoss(torch.autograd.Function):
         seed, target, probabilities = ctx.saved_tensors
         factor = grad * (ctx.scale / len(seed))  # d loss / d logits = (P - I) / B
         grad_seed = (gemm.mm(probabilities, target) - target).mul_(factor) if ctx.needs_input_grad[0] else None
-        grad_target = (probabilities.T @ seed - seed).mul_(factor) if ctx.needs_input_grad[1] else None
+        grad_target = (gemm.mm_tn(probabilities, seed) - seed).mul_(factor) if ctx.needs_input_grad[1] else None
         return grad_seed, grad_target, None, None
 
 

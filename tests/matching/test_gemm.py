@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from matching.ml import gemm
+from matching.ml import gemm, kernels
 from matching.ml.model import RALM
 from matching.ml.train import listwise_loss
 from tests.matching.test_kernels import inputs, make
@@ -148,3 +148,24 @@ def test_a_nan_feature_stays_nan_through_the_relu_on_both_paths(choose, choice):
     out = gemm.linear_relu(x, torch.ones(3, 2), torch.zeros(3))
     assert out[0].isnan().all()
     assert torch.equal(out[1:], torch.tensor([[0.0, 0.0, 0.0], [3.0, 3.0, 3.0]]))
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(1024, 256), (37, 70), (1, 5), (64, 1)])
+def test_the_tiled_transpose_matches_pytorch(rows, cols):
+    x = torch.randn(rows, cols, generator=torch.Generator().manual_seed(rows))
+    assert torch.equal(kernels.transposed(x), x.t().contiguous())
+    strided = torch.randn(rows, 2 * cols)[:, ::2]  # not contiguous: PyTorch's copy
+    assert torch.equal(kernels.transposed(strided), strided.t().contiguous())
+
+
+@pytest.mark.parametrize("choice", ["blas", "onednn"])
+@pytest.mark.parametrize(("left", "right"), [(80, 124), (256, 128), (1024, 64)])
+def test_products_down_the_rows_match_pytorch(choose, choice, left, right):
+    """``a.T @ b`` both ways round: ``a`` the smaller operand (a weight gradient) or the larger
+    (the loss's P.T @ seed)."""
+    if choice == "onednn" and gemm._operator() is None:
+        pytest.skip("this PyTorch has no oneDNN Linear")
+    choose(choice)
+    g = torch.Generator().manual_seed(left)
+    a, b = torch.randn(300, left, generator=g), torch.randn(300, right, generator=g)
+    torch.testing.assert_close(gemm.mm_tn(a, b), a.t() @ b, rtol=1e-5, atol=1e-4)

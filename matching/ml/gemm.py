@@ -117,6 +117,13 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return F.linear(x, weight, bias)
 
 
+def run(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)``, an ``nn.Linear`` (not a quantised one, nor a subclass) through ``linear``."""
+    if type(module) is torch.nn.Linear:
+        return linear(x, module.weight, module.bias)
+    return module(x)
+
+
 def linear_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``relu(x @ weight.T + bias)`` without gradients. The ReLU is PyTorch's on both paths, not
     oneDNN's fused one, which turns a NaN into 0: a person with a broken feature keeps a NaN

@@ -251,12 +251,17 @@ def bag_backward(
     return out
 
 
+def _plain(*tensors: torch.Tensor) -> bool:
+    """Whether the kernels can read these tensors as they are: contiguous float32 on the CPU."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
+
+
 def softmax_rows_(x: torch.Tensor) -> torch.Tensor | None:
     """Each row of the (rows, cols) float32 ``x`` replaced in place by its softmax; returns the
     rows' log-sum-exp (rows,). None, and ``x`` untouched, where the kernels cannot be built or
     ``x`` is not a contiguous float32 matrix on the CPU."""
     lib = _shape_free()
-    if lib is None or x.dim() != 2 or x.device.type != "cpu" or x.dtype != torch.float32 or not x.is_contiguous():
+    if lib is None or x.dim() != 2 or not _plain(x):
         return None
     lse = torch.empty(x.shape[0], dtype=torch.float32)
     lib.softmax_rows(x.shape[0], x.shape[1], _threads(x.numel() // 1024), _pointer(x), _pointer(lse))
@@ -267,7 +272,7 @@ def transposed(x: torch.Tensor) -> torch.Tensor:
     """``x.t().contiguous()`` for a 2-d tensor: in tiles (``kernels.cpp``) for a contiguous float32
     one on the CPU, else by PyTorch."""
     lib = _shape_free()
-    if lib is None or x.dim() != 2 or x.device.type != "cpu" or x.dtype != torch.float32 or not x.is_contiguous():
+    if lib is None or x.dim() != 2 or not _plain(x):
         return x.t().contiguous()
     out = torch.empty(x.shape[1], x.shape[0], dtype=torch.float32)
     lib.transpose(x.shape[0], x.shape[1], _threads(x.numel() // 2048), _pointer(x), _pointer(out))
@@ -283,8 +288,7 @@ def lazy_adam_rows(
     pass (``kernels.cpp`` has the formula); False, and nothing done, where the kernels cannot be
     built or the tensors are not contiguous float32 on the CPU."""
     lib = _shape_free()
-    tensors = (grad, param, exp_avg, exp_avg_sq)
-    if lib is None or not all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors):
+    if lib is None or not _plain(grad, param, exp_avg, exp_avg_sq):
         return False
     rows = rows.contiguous().long()
     lib.lazy_adam_rows(

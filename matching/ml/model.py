@@ -461,13 +461,6 @@ class ProductiveAttention(nn.Module):
         return torch.stack(self._weights, dim=1) if self._weights else None
 
 
-def _linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module(x)``; an ``nn.Linear`` (not a quantised one) through ``gemm.linear``."""
-    if type(module) is nn.Linear:
-        return gemm.linear(x, module.weight, module.bias)
-    return module(x)
-
-
 class Tower(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -515,7 +508,7 @@ class Tower(nn.Module):
                 tokens = self.norm2(self.productive(tokens).add_(tokens))
         hidden = self._dnn_folded(tokens.flatten(1)) if folded else self._dnn(tokens.flatten(1))  # (B, F*D) -> (B, 128)
         linear, prelu = self.transform
-        return l2_normalize(_linear(self.project, prelu(_linear(linear, hidden))))  # (B, 64)
+        return l2_normalize(gemm.run(self.project, prelu(gemm.run(linear, hidden))))  # (B, 64)
 
     def _dnn(self, x: torch.Tensor) -> torch.Tensor:
         """The DNN block, each layer's BatchNorm, ReLU and dropout in training by the compiled
@@ -524,7 +517,7 @@ class Tower(nn.Module):
         layers = list(self.dnn)
         for i in range(0, len(layers), 4):
             linear, norm, relu, dropout = layers[i:i + 4]
-            z = _linear(linear, x)
+            z = gemm.run(linear, x)
             fused = None
             if isinstance(norm, nn.BatchNorm1d) and isinstance(dropout, Dropout):
                 fused = kernels.batch_norm_relu_dropout(z, norm, dropout.p if dropout.training else 0.0)

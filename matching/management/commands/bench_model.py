@@ -356,13 +356,13 @@ def _inference_rate(model: RALM, inputs: UserInputs, batches: list[np.ndarray], 
 
 def _dense_rate(model: RALM, batch: int, *, onednn: bool = False) -> float:
     """Users per second of the DNN block in eval mode, as its modules run it, or (``onednn``)
-    with each Linear through ``gemm.linear``."""
+    with each Linear through ``gemm.run``."""
     tower = model.target_tower.eval()
     x = torch.randn(batch, tower.config.n_fields * tower.config.token_dim)
 
     def block(x: torch.Tensor) -> torch.Tensor:
         for layer in tower.dnn:
-            x = gemm.linear(x, layer.weight, layer.bias) if type(layer) is torch.nn.Linear else layer(x)
+            x = gemm.run(layer, x)
         return x
 
     with torch.inference_mode():

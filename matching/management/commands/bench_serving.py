@@ -455,12 +455,12 @@ class Command(BaseCommand):
         report["impressions_written"] = Interaction.objects.filter(kind="impression").count() - impressions_before
         if options["requests_log"]:
             _requests_log(options["requests_log"], results)
-        warm, unloaded, open_loop, closed_loop = (figures for figures, _ in results)
-        report["nearby_p50_ms"] = open_loop["p50_ms"]
-        report["nearby_p99_ms"] = open_loop["p99_ms"]
-        report["nearby_rps"] = closed_loop["rps"]
+        phases = {phase: figures for phase, (figures, _) in zip(PHASES, results, strict=True)}
+        report["nearby_p50_ms"] = phases["open_loop"]["p50_ms"]
+        report["nearby_p99_ms"] = phases["open_loop"]["p99_ms"]
+        report["nearby_rps"] = phases["closed_loop"]["rps"]
         report["http"] = {
-            **dict(zip(PHASES, (warm, unloaded, open_loop, closed_loop), strict=True)),
+            **phases,
             "web_workers": options["web_workers"], "web_threads": options["web_threads"],
             "sessions": len(cookies),
         }
